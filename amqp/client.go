@@ -1,0 +1,248 @@
+package amqp
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+)
+
+// Client is mcbridge's whole view of the broker: one publishing connection
+// with a pool of confirm channels, and ConsumeConnections consuming
+// connections whose channels fetch, ack and requeue deliveries.
+type Client struct {
+	opts Options
+
+	pubSup *supervisor
+	pub    *publisher
+	cons   []*consumeConn
+	next   atomic.Uint32
+
+	// brokerMajor is the major version of the broker last connected to.
+	brokerMajor atomic.Int32
+	// declared caches queues known to exist, so that a get or set declares
+	// at most once. Cleared when the admin connection reconnects.
+	declared sync.Map
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed atomic.Bool
+}
+
+// New returns a Client; Start connects it.
+func New(opts Options) *Client {
+	opts.setDefaults()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	c := &Client{opts: opts}
+	c.pub = newPublisher(&c.opts, "mcb-"+hex.EncodeToString(b[:]))
+	c.pubSup = newSupervisor(RolePublish, 0, &c.opts, c.pub.onUp)
+	for i := range opts.ConsumeConnections {
+		cc := newConsumeConn(&c.opts)
+		cc.sup = newSupervisor(RoleConsume, i, &c.opts, func(ctx context.Context, conn *amqp091.Connection, wg *sync.WaitGroup) error {
+			if i == 0 {
+				// The first consume connection declares: a memory alarm
+				// blocks the publishing one, and declarations must still
+				// go through.
+				c.brokerMajor.Store(int32(majorVersion(conn)))
+				c.declared.Clear()
+				if err := declareTopology(conn, c.opts.Topology, majorVersion(conn)); err != nil {
+					return err
+				}
+			}
+			return cc.onUp(ctx, conn, wg, c.opts.Observer, func(msg string, args ...any) {
+				c.opts.Logger.Warn(msg, args...)
+			})
+		})
+		c.cons = append(c.cons, cc)
+	}
+	return c
+}
+
+// Start connects every connection and waits for each one's first attempt. A
+// topology the broker refuses is returned (and the client is closed): it
+// needs an operator. A broker that cannot be reached is not an error: the
+// client keeps trying in the background and reports it through Ready.
+func (c *Client) Start(ctx context.Context) error {
+	runCtx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	sups := []*supervisor{c.pubSup}
+	for _, cc := range c.cons {
+		sups = append(sups, cc.sup)
+	}
+	for _, s := range sups {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			s.run(runCtx)
+		}()
+	}
+	for _, s := range sups {
+		select {
+		case err := <-s.first:
+			var terr *TopologyError
+			if errors.As(err, &terr) {
+				c.Close()
+				return terr
+			}
+		case <-ctx.Done():
+			c.Close()
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// Close closes every connection, which requeues every unacked delivery, and
+// waits for all of the client's goroutines.
+func (c *Client) Close() {
+	if c.closed.Swap(true) {
+		return
+	}
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.wg.Wait()
+}
+
+// Ready is nil when the publishing and every consuming connection are up
+// with the topology declared; else it says what is missing.
+func (c *Client) Ready() error {
+	var errs []error
+	if err := c.pubSup.downReason(); err != nil {
+		errs = append(errs, err)
+	}
+	for _, cc := range c.cons {
+		if err := cc.sup.downReason(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Publish publishes msg persistent and mandatory and waits for its confirm.
+// nil: confirmed and routed. ErrUnroutable, ErrNacked: not stored. Anything
+// else: the outcome is unknown.
+func (c *Client) Publish(ctx context.Context, msg Message) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	return c.pub.Publish(ctx, msg)
+}
+
+// Get fetches the next message of queue without acking it. It returns nil,
+// nil when the queue is empty. The queue must exist (see EnsureQueue): a
+// basic.get on a missing queue closes the channel.
+func (c *Client) Get(ctx context.Context, queue string) (*Delivery, error) {
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cc := c.pickConsume()
+	if cc == nil {
+		return nil, ErrNotConnected
+	}
+	d, ok, err := cc.pick().get(queue)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (c *Client) pickConsume() *consumeConn {
+	n := len(c.cons)
+	start := int(c.next.Add(1)) % n
+	for i := range n {
+		cc := c.cons[(start+i)%n]
+		if cc.sup.connected.Load() {
+			return cc
+		}
+	}
+	return nil
+}
+
+// adminConn is the connection that declares and inspects queues.
+func (c *Client) adminConn() (*amqp091.Connection, error) {
+	conn := c.cons[0].sup.current()
+	if conn == nil {
+		return nil, ErrNotConnected
+	}
+	return conn, nil
+}
+
+// EnsureQueue makes sure the queue exists. With passiveFirst, an existing
+// queue is used as it is, whatever its arguments or policies (operators may
+// have created it); only a missing one is declared from spec.
+func (c *Client) EnsureQueue(ctx context.Context, spec QueueSpec, passiveFirst bool) error {
+	if _, ok := c.declared.Load(spec.Name); ok {
+		return nil
+	}
+	conn, err := c.adminConn()
+	if err != nil {
+		return err
+	}
+	if passiveFirst {
+		_, err := c.inspect(conn, spec.Name)
+		if err == nil {
+			c.declared.Store(spec.Name, struct{}{})
+			return nil
+		}
+		if !isNotFound(err) {
+			return err
+		}
+	}
+	// A throwaway channel: a refused declaration closes the channel.
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("%w: open channel: %v", ErrNotConnected, err)
+	}
+	defer ch.Close()
+	if _, err := ch.QueueDeclare(spec.Name, true, false, false, false, spec.arguments(int(c.brokerMajor.Load()))); err != nil {
+		return &TopologyError{Object: describe("queue", spec.Name, spec.Origin), Err: err}
+	}
+	c.declared.Store(spec.Name, struct{}{})
+	return nil
+}
+
+// Forget drops a queue from the declared cache, e.g. after the broker said
+// it is gone.
+func (c *Client) Forget(queue string) { c.declared.Delete(queue) }
+
+// QueueDepth is the number of ready messages in queue, from a passive
+// declaration on a throwaway channel: it never creates the queue. found is
+// false when the queue does not exist.
+func (c *Client) QueueDepth(ctx context.Context, queue string) (depth int, found bool, err error) {
+	conn, err := c.adminConn()
+	if err != nil {
+		return 0, false, err
+	}
+	q, err := c.inspect(conn, queue)
+	if isNotFound(err) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	return q.Messages, true, nil
+}
+
+func (c *Client) inspect(conn *amqp091.Connection, queue string) (amqp091.Queue, error) {
+	ch, err := conn.Channel()
+	if err != nil {
+		return amqp091.Queue{}, fmt.Errorf("%w: open channel: %v", ErrNotConnected, err)
+	}
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	if err != nil {
+		// The broker closed the channel already.
+		return amqp091.Queue{}, err
+	}
+	_ = ch.Close()
+	return q, nil
+}

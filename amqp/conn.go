@@ -1,0 +1,229 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+)
+
+// dialTimeout bounds one TCP+AMQP handshake; amqp091-go's dial cannot be
+// cancelled by a context.
+const dialTimeout = 5 * time.Second
+
+// closeTimeout bounds Connection.Close, which can hang on a blocked
+// connection.
+const closeTimeout = 2 * time.Second
+
+// supervisor keeps one broker connection alive: it dials over the URLs with
+// capped, jittered exponential backoff, calls onUp on every new connection
+// and waits for it to close. It never uses amqp091-go's own recovery, so a
+// channel object is never reused and a stale delivery tag can never ack
+// another message.
+type supervisor struct {
+	role  Role
+	index int
+	opts  *Options
+	log   *slog.Logger
+
+	// onUp prepares a fresh connection (channels, topology). The goroutines
+	// it starts must end when the connection closes; they join wg.
+	onUp func(ctx context.Context, conn *amqp091.Connection, wg *sync.WaitGroup) error
+
+	first     chan error // result of the first attempt, written once
+	connected atomic.Bool
+	reason    atomic.Pointer[string] // why it is down, for /readyz
+
+	mu   sync.Mutex
+	conn *amqp091.Connection // guarded by mu; nil while down
+}
+
+func newSupervisor(role Role, index int, opts *Options, onUp func(context.Context, *amqp091.Connection, *sync.WaitGroup) error) *supervisor {
+	s := &supervisor{
+		role:  role,
+		index: index,
+		opts:  opts,
+		log:   opts.Logger.With("role", string(role), "conn", index),
+		onUp:  onUp,
+		first: make(chan error, 1),
+	}
+	r := "not connected yet"
+	s.reason.Store(&r)
+	return s
+}
+
+// current returns the live connection, or nil.
+func (s *supervisor) current() *amqp091.Connection {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conn
+}
+
+// downReason is nil while connected.
+func (s *supervisor) downReason() error {
+	if s.connected.Load() {
+		return nil
+	}
+	return fmt.Errorf("%s connection %d: %s", s.role, s.index, *s.reason.Load())
+}
+
+func (s *supervisor) setDown(reason string) {
+	s.mu.Lock()
+	s.conn = nil
+	s.mu.Unlock()
+	s.reason.Store(&reason)
+	if s.connected.Swap(false) {
+		s.opts.Observer.ConnectionUp(s.role, s.index, false)
+	}
+}
+
+// run owns the connection until ctx ends. It returns after the connection
+// and every goroutine onUp started are gone.
+func (s *supervisor) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	next := rand.IntN(len(s.opts.URLs))
+	reported := false
+	report := func(err error) {
+		if !reported {
+			reported = true
+			s.first <- err
+		}
+	}
+	defer report(ErrClosed)
+
+	everUp := false
+	for attempt := 0; ; attempt++ {
+		if ctx.Err() != nil {
+			return
+		}
+		conn, idx, err := s.dial(next)
+		if err == nil {
+			next = idx
+			closed := conn.NotifyClose(make(chan *amqp091.Error, 1))
+			if err = s.onUp(ctx, conn, &wg); err == nil {
+				attempt = -1
+				s.mu.Lock()
+				s.conn = conn
+				s.mu.Unlock()
+				s.connected.Store(true)
+				s.opts.Observer.ConnectionUp(s.role, s.index, true)
+				if everUp {
+					s.opts.Observer.Reconnected(s.role)
+				}
+				everUp = true
+				s.log.Info("broker connection up", "url", redact(s.opts.URLs[idx]))
+				report(nil)
+				select {
+				case <-ctx.Done():
+					s.setDown("shutting down")
+					_ = conn.CloseDeadline(time.Now().Add(closeTimeout))
+					return
+				case cerr := <-closed:
+					reason := "connection closed"
+					if cerr != nil {
+						reason = cerr.Error()
+					}
+					s.log.Warn("broker connection lost", "reason", reason)
+					s.setDown(reason)
+					// The next URL first: the node we lost may be the one
+					// that is down.
+					next = (idx + 1) % len(s.opts.URLs)
+					continue
+				}
+			}
+			_ = conn.CloseDeadline(time.Now().Add(closeTimeout))
+			err = fmt.Errorf("set up %s connection: %w", s.role, err)
+		}
+		s.setDown(err.Error())
+		report(err)
+		var terr *TopologyError
+		if errors.As(err, &terr) {
+			s.log.Error("broker rejected topology", "err", err)
+		} else {
+			s.log.Warn("broker connection failed", "err", err, "attempt", attempt+1)
+		}
+		if !sleepCtx(ctx, backoff(attempt, s.opts.MinBackoff, s.opts.MaxBackoff)) {
+			return
+		}
+	}
+}
+
+// dial tries every URL once, starting at start.
+func (s *supervisor) dial(start int) (*amqp091.Connection, int, error) {
+	var errs []error
+	n := len(s.opts.URLs)
+	for i := range n {
+		idx := (start + i) % n
+		props := amqp091.NewConnectionProperties()
+		props.SetClientConnectionName(fmt.Sprintf("%s %s %d", s.opts.ConnectionName, s.role, s.index))
+		conn, err := amqp091.DialConfig(s.opts.URLs[idx], amqp091.Config{
+			Heartbeat:       s.opts.Heartbeat,
+			TLSClientConfig: s.opts.TLS,
+			Properties:      props,
+			Dial:            amqp091.DefaultDial(dialTimeout),
+		})
+		if err == nil {
+			return conn, idx, nil
+		}
+		// amqp091-go errors may quote the URL; never let a password out.
+		errs = append(errs, fmt.Errorf("dial %s: %s", redact(s.opts.URLs[idx]), redactErr(err, s.opts.URLs[idx])))
+	}
+	return nil, start, errors.Join(errs...)
+}
+
+// backoff is capped exponential with full jitter: min·2^attempt, at most
+// max, then a random point in its upper half so that gateways restarted
+// together do not reconnect in lockstep.
+func backoff(attempt int, minD, maxD time.Duration) time.Duration {
+	d := maxD
+	if attempt < 30 {
+		if e := minD << attempt; e > 0 && e < maxD {
+			d = e
+		}
+	}
+	half := d / 2
+	return half + rand.N(half+1)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// redact hides the password of an AMQP URL.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparseable url>"
+	}
+	return u.Redacted()
+}
+
+func redactErr(err error, raw string) string {
+	msg := err.Error()
+	u, perr := url.Parse(raw)
+	if perr != nil || u.User == nil {
+		return msg
+	}
+	if pw, ok := u.User.Password(); ok && pw != "" {
+		msg = strings.ReplaceAll(msg, raw, u.Redacted())
+		msg = strings.ReplaceAll(msg, pw, "xxxxx")
+	}
+	return msg
+}

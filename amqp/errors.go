@@ -1,0 +1,31 @@
+package amqp
+
+import "errors"
+
+// Errors a caller maps to replies. Every one of them means the message's fate
+// is either "not stored" (ErrUnroutable, ErrNacked) or "unknown / broker
+// unusable" (the rest).
+var (
+	// ErrNotConnected: no usable connection or channel right now.
+	ErrNotConnected = errors.New("amqp: not connected")
+	// ErrBlocked: the broker raised a resource alarm and blocks publishing.
+	ErrBlocked = errors.New("amqp: broker blocked publishing")
+	// ErrUnroutable: the broker returned the mandatory message (basic.return).
+	ErrUnroutable = errors.New("amqp: message unroutable")
+	// ErrNacked: the broker nacked the message on a live channel (e.g. a full
+	// queue with overflow reject-publish).
+	ErrNacked = errors.New("amqp: message nacked")
+	// ErrConfirmTimeout: no confirm arrived within the confirm timeout; the
+	// message may or may not be stored.
+	ErrConfirmTimeout = errors.New("amqp: confirm timed out")
+	// ErrChannelClosed: the channel closed while the publish awaited its
+	// confirm; the outcome is unknown.
+	ErrChannelClosed = errors.New("amqp: channel closed before confirm")
+	// ErrStale: the delivery's channel is gone; the broker has requeued it
+	// and it must never be acked (its tag may now mean another message).
+	ErrStale = errors.New("amqp: delivery is stale")
+	// ErrSettled: the delivery was already acked or requeued.
+	ErrSettled = errors.New("amqp: delivery already settled")
+	// ErrClosed: the client was closed.
+	ErrClosed = errors.New("amqp: client closed")
+)

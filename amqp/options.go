@@ -1,0 +1,142 @@
+package amqp
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"time"
+)
+
+// Role names what a broker connection is for. It is a metric label value.
+type Role string
+
+const (
+	RolePublish Role = "publish"
+	RoleConsume Role = "consume"
+)
+
+// Options configure a Client. Zero values get the defaults noted.
+type Options struct {
+	// URLs are tried in order, starting at a random one so that several
+	// gateways spread over a cluster's nodes.
+	URLs []string
+	// ConnectionName is shown by rabbitmqctl list_connections; the role is
+	// appended.
+	ConnectionName string
+	// ConsumeConnections is how many consuming connections reservations are
+	// spread over (default 1).
+	ConsumeConnections int
+	// PublishChannels is the size of the confirm-channel pool that all
+	// clients share (default 4). Many publishes in flight on a few channels
+	// beat a channel per client.
+	PublishChannels int
+	// GetChannels is the number of channels per consume connection that fetch
+	// deliveries (default 8); fetches on one channel are serialised.
+	GetChannels int
+	// ConfirmTimeout bounds the wait for a publisher confirm (default 5s).
+	ConfirmTimeout time.Duration
+	// Heartbeat is the AMQP heartbeat (default 10s).
+	Heartbeat time.Duration
+	// TLS is used for amqps:// URLs.
+	TLS *tls.Config
+	// Topology is declared on every (re)connect.
+	Topology Topology
+	// Observer is told about connection state; nil means nobody listens.
+	Observer Observer
+	Logger   *slog.Logger
+
+	// Backoff bounds for reconnecting (defaults 100ms and 10s).
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Observer receives broker state changes, e.g. to update metrics or to drop
+// reservations whose channel is gone. Calls must not block.
+type Observer interface {
+	ConnectionUp(role Role, index int, up bool)
+	Reconnected(role Role)
+	Blocked(blocked bool)
+	// DeliveriesLost is called when a consume channel closed: every Delivery
+	// fetched on it is stale now.
+	DeliveriesLost()
+}
+
+type nopObserver struct{}
+
+func (nopObserver) ConnectionUp(Role, int, bool) {}
+func (nopObserver) Reconnected(Role)             {}
+func (nopObserver) Blocked(bool)                 {}
+func (nopObserver) DeliveriesLost()              {}
+
+func (o *Options) setDefaults() {
+	if len(o.URLs) == 0 {
+		o.URLs = []string{"amqp://guest:guest@127.0.0.1:5672/"}
+	}
+	if o.ConnectionName == "" {
+		o.ConnectionName = "mcbridge"
+	}
+	if o.ConsumeConnections <= 0 {
+		o.ConsumeConnections = 1
+	}
+	if o.PublishChannels <= 0 {
+		o.PublishChannels = 4
+	}
+	if o.GetChannels <= 0 {
+		o.GetChannels = 8
+	}
+	if o.ConfirmTimeout <= 0 {
+		o.ConfirmTimeout = 5 * time.Second
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 10 * time.Second
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 100 * time.Millisecond
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 10 * time.Second
+	}
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Topology is what the gateway declares, durable, at start-up and after each
+// reconnect.
+type Topology struct {
+	Exchanges []ExchangeSpec
+	Queues    []QueueSpec
+}
+
+// ExchangeSpec is a durable exchange.
+type ExchangeSpec struct {
+	Name string
+	Kind string // fanout | direct | topic
+	// Origin says where the spec came from (e.g. "config line 12") for errors.
+	Origin string
+}
+
+// QueueSpec is a durable queue with its arguments and bindings.
+type QueueSpec struct {
+	Name string
+	// Quorum selects x-queue-type quorum; else classic.
+	Quorum bool
+	// MaxLength 0 = unlimited (argument omitted).
+	MaxLength int64
+	// Overflow is x-overflow, sent only with MaxLength.
+	Overflow string
+	// MessageTTL 0 = none (argument omitted).
+	MessageTTL         time.Duration
+	DeadLetterExchange string
+	// DeliveryLimit applies to quorum queues; 0 = unlimited.
+	DeliveryLimit int
+	Bindings      []BindingSpec
+	Origin        string
+}
+
+// BindingSpec binds the queue to an exchange.
+type BindingSpec struct {
+	Exchange   string
+	RoutingKey string
+}

@@ -1,0 +1,251 @@
+package bridge
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/mcbridge/mcbridge/mcproto"
+)
+
+// Buffer sizes per connection. Small on purpose: 5,000 idle connections
+// must stay within a modest memory budget; the parser assembles longer
+// lines itself.
+const (
+	readBufferSize  = 4 << 10
+	writeBufferSize = 4 << 10
+)
+
+// closeReason says why a connection ended; it appears in logs.
+type closeReason int
+
+const (
+	closeClientQuit closeReason = iota
+	closeClientEOF
+	closeIdleTimeout
+	closeReadTimeout
+	closeReadError
+	closeWriteError
+	closeLineTooLong
+	closeShutdown
+	closeUnsupportedFraming
+	closePanic
+)
+
+func (r closeReason) String() string {
+	switch r {
+	case closeClientQuit:
+		return "client quit"
+	case closeClientEOF:
+		return "client closed"
+	case closeIdleTimeout:
+		return "idle timeout"
+	case closeReadTimeout:
+		return "read timeout"
+	case closeReadError:
+		return "read error"
+	case closeWriteError:
+		return "write error"
+	case closeLineTooLong:
+		return "line too long"
+	case closeShutdown:
+		return "server shutdown"
+	case closeUnsupportedFraming:
+		return "unsupported framing"
+	case closePanic:
+		return "internal error"
+	}
+	return "unknown"
+}
+
+// conn is one client connection: the read loop, its buffers and its
+// session.
+type conn struct {
+	srv  *Server
+	nc   net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	p    *mcproto.Parser
+	w    *mcproto.Writer
+	sess *session
+
+	draining atomic.Bool
+	// items is reused by retrievals.
+	items []*item
+}
+
+func newConn(srv *Server, nc net.Conn) *conn {
+	counted := &countingConn{Conn: nc, srv: srv}
+	c := &conn{
+		srv:  srv,
+		nc:   nc,
+		br:   bufio.NewReaderSize(counted, readBufferSize),
+		bw:   bufio.NewWriterSize(counted, writeBufferSize),
+		sess: newSession(srv),
+	}
+	c.p = mcproto.NewParser(c.br, int(srv.cfg.Limits.MaxItemSize))
+	c.w = mcproto.NewWriter(c.bw)
+	return c
+}
+
+// drain asks the connection to stop after the command in hand. A read in
+// progress is interrupted by the past deadline.
+func (c *conn) drain() {
+	c.draining.Store(true)
+	_ = c.nc.SetReadDeadline(time.Now())
+}
+
+func (c *conn) serve() {
+	log := c.srv.log.With("remote", c.nc.RemoteAddr().String())
+	log.Debug("connection opened")
+	reason := closeClientEOF
+	defer func() {
+		if v := recover(); v != nil {
+			reason = closePanic
+			log.Error("panic serving connection", "panic", v, "stack", string(debug.Stack()))
+		}
+		// Closing the socket first: a requeued message must not race a
+		// reply that still reaches the client.
+		c.nc.Close()
+		if reason == closeShutdown {
+			c.sess.close(reasonShutdown)
+		} else {
+			c.sess.close(reasonDisconnect)
+		}
+		log.Debug("connection closed", "reason", reason.String())
+	}()
+	reason = c.loop()
+}
+
+func (c *conn) loop() closeReason {
+	limits := c.srv.cfg.Limits
+	for {
+		// Order matters against drain(): set our deadline, then look at
+		// the flag, so a drain in between still interrupts the read.
+		var idle time.Time
+		if limits.IdleTimeout > 0 {
+			idle = time.Now().Add(limits.IdleTimeout)
+		}
+		_ = c.nc.SetReadDeadline(idle)
+		if c.draining.Load() {
+			return closeShutdown
+		}
+		first, err := c.br.Peek(1)
+		if err != nil {
+			return c.readFailure(err, closeIdleTimeout)
+		}
+		if first[0] == 0x80 {
+			// The binary protocol's magic byte. Not spoken yet: close
+			// rather than answer text the client cannot parse.
+			c.srv.log.Warn("binary protocol client refused", "remote", c.nc.RemoteAddr().String())
+			return closeUnsupportedFraming
+		}
+		// Once a command has started, the rest of it (and its data
+		// block) must arrive within read_timeout: slow or stuck senders
+		// do not hold a connection forever.
+		if limits.ReadTimeout > 0 {
+			_ = c.nc.SetReadDeadline(time.Now().Add(limits.ReadTimeout))
+		}
+		cmd, err := c.p.Next()
+		if err != nil {
+			if cmd != nil && cmd.Noreply {
+				// memcached stays silent on noreply commands even when
+				// they fail; clients such as pymemcache rely on it.
+				c.srv.metrics.commands.WithLabelValues(cmd.Op.String(), resultFor(err)).Inc()
+				continue
+			}
+			if c.w.ErrorReply(err) {
+				c.srv.metrics.commands.WithLabelValues("invalid", resultFor(err)).Inc()
+				if errors.Is(err, mcproto.ErrLineTooLong) {
+					c.srv.log.Debug("line too long", "remote", c.nc.RemoteAddr().String())
+					_ = c.flush()
+					return closeLineTooLong
+				}
+				c.srv.log.Debug("bad command", "err", err, "line", mcproto.Snippet(c.p.Line()))
+				if c.br.Buffered() == 0 && c.flush() != nil {
+					return closeWriteError
+				}
+				continue
+			}
+			return c.readFailure(err, closeReadTimeout)
+		}
+		if quit := c.dispatch(cmd); quit {
+			_ = c.flush()
+			return closeClientQuit
+		}
+		// Replies to pipelined commands go out together.
+		if c.br.Buffered() == 0 {
+			if err := c.flush(); err != nil {
+				return closeWriteError
+			}
+		}
+	}
+}
+
+func resultFor(err error) string {
+	switch {
+	case errors.Is(err, mcproto.ErrUnknownCommand):
+		return resultError
+	case errors.Is(err, mcproto.ErrTooLarge):
+		return resultServerError
+	default:
+		return resultClientError
+	}
+}
+
+func (c *conn) readFailure(err error, timeoutReason closeReason) closeReason {
+	if c.draining.Load() {
+		return closeShutdown
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return timeoutReason
+	}
+	if errors.Is(err, io.EOF) {
+		return closeClientEOF
+	}
+	return closeReadError
+}
+
+// flush writes buffered replies, with a deadline so that a client that
+// stopped reading cannot pin the connection.
+func (c *conn) flush() error {
+	if c.bw.Buffered() == 0 {
+		return c.w.Err()
+	}
+	if t := c.srv.cfg.Limits.ReadTimeout; t > 0 {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(t))
+	}
+	if err := c.w.Flush(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// countingConn feeds bytes_read and bytes_written.
+type countingConn struct {
+	net.Conn
+	srv *Server
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.srv.stats.bytesRead.Add(uint64(n))
+		c.srv.metrics.bytesRead.Add(float64(n))
+	}
+	return n, err
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if n > 0 {
+		c.srv.stats.bytesWritten.Add(uint64(n))
+		c.srv.metrics.bytesWritten.Add(float64(n))
+	}
+	return n, err
+}

@@ -1,0 +1,102 @@
+package bridge
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mcbridge/mcbridge/amqp"
+)
+
+// reservation is a message handed to a client and not yet acked: the
+// redqueue model, where get reserves and delete acks. Exactly one of ack,
+// requeue or drop ends it; end arbitrates between the owner's delete, an ack
+// by id from another connection, the lease timer and a disconnect.
+type reservation struct {
+	id       uint64
+	queue    *queueState
+	owner    *session
+	delivery *amqp.Delivery
+	flags    uint32
+	body     []byte
+
+	ended atomic.Bool
+	timer *time.Timer // the lease; set once before the reservation is published
+}
+
+// end claims the reservation for the one caller that settles it.
+func (r *reservation) end() bool { return r.ended.CompareAndSwap(false, true) }
+
+// idSource hands out reservation ids (the cas unique of gets). A random
+// 64-bit start per process makes ids from restarts and other instances
+// practically disjoint; a redelivered message gets a fresh id, so a dead
+// reservation's id never matches again.
+type idSource struct{ n atomic.Uint64 }
+
+func newIDSource() *idSource {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	s := &idSource{}
+	// Keep the top bit clear so that a few billion ids never wrap to 0.
+	s.n.Store(binary.LittleEndian.Uint64(b[:]) >> 1)
+	return s
+}
+
+func (s *idSource) next() uint64 { return s.n.Add(1) }
+
+// registry finds live reservations by id, for acks from any connection
+// (gomemcache's CompareAndSwap, meta md C<id>, binary DELETE with cas).
+type registry struct {
+	mu   sync.Mutex
+	byID map[uint64]*reservation // guarded by mu
+}
+
+func newRegistry() *registry {
+	return &registry{byID: make(map[uint64]*reservation)}
+}
+
+func (g *registry) add(r *reservation) {
+	g.mu.Lock()
+	g.byID[r.id] = r
+	g.mu.Unlock()
+}
+
+func (g *registry) remove(r *reservation) {
+	g.mu.Lock()
+	if g.byID[r.id] == r {
+		delete(g.byID, r.id)
+	}
+	g.mu.Unlock()
+}
+
+func (g *registry) get(id uint64) *reservation {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.byID[id]
+}
+
+// stale returns the live reservations whose channel is gone.
+func (g *registry) stale() []*reservation {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []*reservation
+	for _, r := range g.byID {
+		if r.delivery.Stale() {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// all returns every live reservation.
+func (g *registry) all() []*reservation {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]*reservation, 0, len(g.byID))
+	for _, r := range g.byID {
+		out = append(out, r)
+	}
+	return out
+}

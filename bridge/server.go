@@ -1,0 +1,326 @@
+// Package bridge joins the memcache protocol to the broker: each client
+// connection gets a session whose commands become publishes, reservations,
+// acks and requeues.
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mcbridge/mcbridge/amqp"
+	"github.com/mcbridge/mcbridge/config"
+)
+
+// Version is reported by the version command and stats.
+var Version = "dev"
+
+// Server is the memcache-protocol front of the gateway.
+type Server struct {
+	cfg      *config.Config
+	broker   *amqp.Client
+	log      *slog.Logger
+	metrics  *metrics
+	queues   *queueTable
+	registry *registry
+	ids      *idSource
+	stats    counters
+	started  time.Time
+
+	// ctx is cancelled at the end of a graceful shutdown; commands in flight
+	// use it for broker calls.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	ln       net.Listener       // guarded by mu
+	conns    map[*conn]struct{} // guarded by mu
+	draining bool               // guarded by mu
+	wg       sync.WaitGroup     // connection goroutines
+}
+
+// Options for New.
+type Options struct {
+	Logger *slog.Logger
+	// Registerer receives the gateway's metrics; nil keeps them private.
+	Registerer prometheus.Registerer
+}
+
+// New returns a server for cfg. Wire its Observer into the amqp options
+// before creating broker (see NewObserver), then call Serve.
+func New(cfg *config.Config, broker *amqp.Client, obs *Observer, opts Options) *Server {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:      cfg,
+		broker:   broker,
+		log:      log.With("component", "bridge"),
+		metrics:  obs.metrics,
+		queues:   newQueueTable(cfg, broker),
+		registry: newRegistry(),
+		ids:      newIDSource(),
+		started:  time.Now(),
+		ctx:      ctx,
+		cancel:   cancel,
+		conns:    make(map[*conn]struct{}),
+	}
+	obs.srv.Store(s)
+	return s
+}
+
+// Observer receives broker events for a Server. It exists before the
+// server because the broker client needs it at construction.
+type Observer struct {
+	metrics *metrics
+	srv     atomic.Pointer[Server]
+	up      sync.Map // "role/index" -> bool
+}
+
+// NewObserver registers the gateway's metrics on reg (nil: unregistered).
+func NewObserver(reg prometheus.Registerer) *Observer {
+	return &Observer{metrics: newMetrics(reg)}
+}
+
+var _ amqp.Observer = (*Observer)(nil)
+
+// ConnectionUp implements amqp.Observer. A role's gauge is 1 only when all
+// of its connections are up.
+func (o *Observer) ConnectionUp(role amqp.Role, index int, up bool) {
+	o.up.Store(fmt.Sprintf("%s/%d", role, index), up)
+	all := 1.0
+	o.up.Range(func(k, v any) bool {
+		if key := k.(string); len(key) > len(role) && key[:len(role)] == string(role) && !v.(bool) {
+			all = 0
+		}
+		return true
+	})
+	o.metrics.amqpUp.WithLabelValues(string(role)).Set(all)
+}
+
+// Reconnected implements amqp.Observer.
+func (o *Observer) Reconnected(role amqp.Role) {
+	o.metrics.amqpReconnects.WithLabelValues(string(role)).Inc()
+}
+
+// Blocked implements amqp.Observer.
+func (o *Observer) Blocked(blocked bool) {
+	v := 0.0
+	if blocked {
+		v = 1
+	}
+	o.metrics.amqpBlocked.Set(v)
+}
+
+// DeliveriesLost implements amqp.Observer: reservations on a dead channel
+// were requeued by the broker; drop them so nobody acks them.
+func (o *Observer) DeliveriesLost() {
+	if s := o.srv.Load(); s != nil {
+		for _, r := range s.registry.stale() {
+			if r.end() {
+				s.settle(r, settleDrop, "")
+			}
+		}
+	}
+}
+
+// settle modes.
+const (
+	settleAck     = iota // basic.ack
+	settleRequeue        // basic.reject(requeue)
+	settleDrop           // nothing to send: the channel is gone
+)
+
+// settle ends a reservation that the caller won with r.end(). It reports
+// whether the broker was told (for an ack: whether DELETED is true).
+func (s *Server) settle(r *reservation, mode int, reason string) bool {
+	r.timer.Stop()
+	s.registry.remove(r)
+	r.owner.forget(r)
+	r.queue.open.Add(-1)
+	s.metrics.reservationsOpen.WithLabelValues(r.queue.label).Dec()
+	switch mode {
+	case settleAck:
+		if err := r.delivery.Ack(); err != nil {
+			s.log.Debug("ack of stale reservation not sent", "queue", r.queue.name, "err", err)
+			return false
+		}
+		r.queue.acked.Add(1)
+		return true
+	case settleRequeue:
+		if err := r.delivery.Requeue(); err != nil {
+			// Stale: the broker requeued it already when the channel died.
+			return false
+		}
+		s.metrics.requeued.WithLabelValues(r.queue.label, reason).Inc()
+		return true
+	}
+	return false
+}
+
+// expire is the lease timer's end.
+func (s *Server) expire(r *reservation) {
+	if r.end() {
+		s.log.Debug("reservation lease ended; requeued", "queue", r.queue.name, "id", r.id)
+		s.settle(r, settleRequeue, reasonTimeout)
+	}
+}
+
+// Listen opens the configured listening socket.
+func (s *Server) Listen() (net.Listener, error) {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", s.cfg.Listen, err)
+	}
+	return ln, nil
+}
+
+// Serve accepts connections on ln until Shutdown. It returns nil after a
+// shutdown, else the accept error.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	s.ln = ln
+	s.mu.Unlock()
+
+	var tempDelay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			draining := s.draining
+			s.mu.Unlock()
+			if draining {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				// Out of file descriptors and the like: back off rather
+				// than spin, as net/http does.
+				if tempDelay == 0 {
+					tempDelay = 5 * time.Millisecond
+				} else {
+					tempDelay = min(2*tempDelay, time.Second)
+				}
+				s.log.Warn("accept failed; retrying", "err", err, "delay", tempDelay)
+				time.Sleep(tempDelay)
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		tempDelay = 0
+		s.accept(nc)
+	}
+}
+
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// Addr is the listening address (useful with 127.0.0.1:0).
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// tooManyConnections is memcached's own reply when it is full.
+const tooManyConnections = "ERROR Too many open connections\r\n"
+
+func (s *Server) accept(nc net.Conn) {
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	if len(s.conns) >= s.cfg.Limits.MaxConnections {
+		s.mu.Unlock()
+		s.stats.rejectedConns.Add(1)
+		s.log.Warn("connection refused: max_connections reached", "remote", nc.RemoteAddr().String(), "max", s.cfg.Limits.MaxConnections)
+		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = nc.Write([]byte(tooManyConnections))
+		nc.Close()
+		return
+	}
+	c := newConn(s, nc)
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+
+	s.stats.totalConns.Add(1)
+	s.stats.currConns.Add(1)
+	s.metrics.connections.Inc()
+	s.metrics.connectionsTotal.Inc()
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+			s.stats.currConns.Add(-1)
+			s.metrics.connections.Dec()
+		}()
+		c.serve()
+	}()
+}
+
+// Shutdown stops accepting, lets every connection finish the command in
+// hand, requeues what clients still hold, and returns when all connections
+// are gone or ctx ends (then the rest are closed hard).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	for c := range s.conns {
+		c.drain()
+	}
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		s.cancel()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.nc.Close()
+		}
+		s.mu.Unlock()
+		<-done
+	}
+	s.cancel()
+	// Connections requeue on their way out; this catches any reservation
+	// whose owner raced the shutdown.
+	for _, r := range s.registry.all() {
+		if r.end() {
+			s.settle(r, settleRequeue, reasonShutdown)
+		}
+	}
+	return err
+}

@@ -1,0 +1,363 @@
+package bridge
+
+import (
+	"bytes"
+	"errors"
+	"time"
+
+	"github.com/mcbridge/mcbridge/mcproto"
+)
+
+// Result label values of mcbridge_commands_total: a fixed set.
+const (
+	resultHit         = "hit"
+	resultMiss        = "miss"
+	resultStored      = "stored"
+	resultNotStored   = "not_stored"
+	resultDeleted     = "deleted"
+	resultNotFound    = "not_found"
+	resultTouched     = "touched"
+	resultOK          = "ok"
+	resultError       = "error"
+	resultClientError = "client_error"
+	resultServerError = "server_error"
+)
+
+// notSupported is the reply tail for memcache commands that mean nothing on
+// a queue.
+const notSupported = " not supported by queue gateway"
+
+// dispatch runs one text command. It reports whether the client quit.
+func (c *conn) dispatch(cmd *mcproto.Command) (quit bool) {
+	switch cmd.Op {
+	case mcproto.OpGet, mcproto.OpGets:
+		c.retrieve(cmd, cmd.Op == mcproto.OpGets, 0, false, false)
+	case mcproto.OpGat, mcproto.OpGats:
+		// A lease that is over before it starts (negative exptime) hands
+		// the message out and puts it straight back: a peek.
+		lease, requeue := leaseFor(cmd.Exptime, 0, time.Now())
+		c.retrieve(cmd, cmd.Op == mcproto.OpGats, lease, cmd.Exptime != 0, requeue)
+	case mcproto.OpSet:
+		c.set(cmd)
+	case mcproto.OpCas:
+		c.cas(cmd)
+	case mcproto.OpDelete:
+		c.delete(cmd)
+	case mcproto.OpTouch:
+		c.touch(cmd)
+	case mcproto.OpStats:
+		c.stats(cmd)
+	case mcproto.OpVersion:
+		c.w.Version(Version)
+		c.count(cmd, resultOK)
+	case mcproto.OpVerbosity:
+		c.count(cmd, resultOK)
+		if !cmd.Noreply {
+			c.w.OK()
+		}
+	case mcproto.OpFlushAll:
+		// Clients send it on their own (test suites, cache resets); a
+		// queue must never lose messages to it.
+		c.srv.log.Info("flush_all ignored: mcbridge never deletes messages", "remote", c.nc.RemoteAddr().String())
+		c.count(cmd, resultOK)
+		if !cmd.Noreply {
+			c.w.OK()
+		}
+	case mcproto.OpQuit:
+		c.count(cmd, resultOK)
+		return true
+	case mcproto.OpAdd, mcproto.OpReplace, mcproto.OpAppend, mcproto.OpPrepend, mcproto.OpIncr, mcproto.OpDecr:
+		c.count(cmd, resultClientError)
+		if !cmd.Noreply {
+			c.w.ClientError(cmd.Op.String() + notSupported)
+		}
+	default:
+		c.count(cmd, resultError)
+		c.w.Error()
+	}
+	return false
+}
+
+func (c *conn) count(cmd *mcproto.Command, result string) {
+	c.srv.metrics.commands.WithLabelValues(cmd.Op.String(), result).Inc()
+}
+
+// queueName checks a key of a non-retrieval command: kestrel options are
+// only for retrievals, and RabbitMQ's reserved names never reach it.
+func queueName(key []byte) (string, bool) {
+	if bytes.IndexByte(key, '/') >= 0 || reservedName(key) {
+		return "", false
+	}
+	return string(key), true
+}
+
+// reservedName: RabbitMQ refuses to declare names starting with "amq.".
+func reservedName(name []byte) bool {
+	return bytes.HasPrefix(name, []byte("amq."))
+}
+
+// replyError writes the reply for an operation's error.
+func (c *conn) replyError(cmd *mcproto.Command, err error) {
+	var se *serverError
+	switch {
+	case errors.Is(err, errNotStored):
+		c.count(cmd, resultNotStored)
+		if !cmd.Noreply {
+			c.w.NotStored()
+		}
+	case errors.As(err, &se):
+		c.count(cmd, resultServerError)
+		if !cmd.Noreply {
+			c.w.ServerError(se.msg)
+		}
+	default:
+		c.count(cmd, resultServerError)
+		if !cmd.Noreply {
+			c.w.ServerError("internal error")
+		}
+	}
+}
+
+func (c *conn) clientError(cmd *mcproto.Command) {
+	c.count(cmd, resultClientError)
+	if !cmd.Noreply {
+		c.w.ClientError(mcproto.MsgBadFormat)
+	}
+}
+
+func (c *conn) set(cmd *mcproto.Command) {
+	c.srv.stats.cmdSet.Add(1)
+	key, ok := queueName(cmd.Keys[0])
+	if !ok {
+		c.clientError(cmd)
+		return
+	}
+	if err := c.sess.store(c.srv.ctx, key, cmd.Flags, cmd.Exptime, cmd.Data); err != nil {
+		c.replyError(cmd, err)
+		return
+	}
+	c.count(cmd, resultStored)
+	if !cmd.Noreply {
+		c.w.Stored()
+	}
+}
+
+// cas acks the reservation whose id is the cas unique, from any connection:
+// gomemcache's CompareAndSwap after Get. The data block is ignored.
+func (c *conn) cas(cmd *mcproto.Command) {
+	queue, ok := queueName(cmd.Keys[0])
+	if !ok {
+		c.clientError(cmd)
+		return
+	}
+	if c.sess.ackID(queue, cmd.Cas) {
+		c.srv.stats.deleteHits.Add(1)
+		c.count(cmd, resultStored)
+		if !cmd.Noreply {
+			c.w.Stored()
+		}
+		return
+	}
+	c.srv.stats.deleteMisses.Add(1)
+	c.count(cmd, resultNotFound)
+	if !cmd.Noreply {
+		c.w.NotFound()
+	}
+}
+
+func (c *conn) delete(cmd *mcproto.Command) {
+	queue, ok := queueName(cmd.Keys[0])
+	if !ok {
+		c.clientError(cmd)
+		return
+	}
+	if c.sess.ack(queue) {
+		c.srv.stats.deleteHits.Add(1)
+		c.count(cmd, resultDeleted)
+		if !cmd.Noreply {
+			c.w.Deleted()
+		}
+		return
+	}
+	c.srv.stats.deleteMisses.Add(1)
+	c.count(cmd, resultNotFound)
+	if !cmd.Noreply {
+		c.w.NotFound()
+	}
+}
+
+func (c *conn) touch(cmd *mcproto.Command) {
+	c.srv.stats.cmdTouch.Add(1)
+	queue, ok := queueName(cmd.Keys[0])
+	if !ok {
+		c.clientError(cmd)
+		return
+	}
+	if c.sess.touch(queue, cmd.Exptime) {
+		c.srv.stats.touchHits.Add(1)
+		c.count(cmd, resultTouched)
+		if !cmd.Noreply {
+			c.w.Touched()
+		}
+		return
+	}
+	c.srv.stats.touchMisses.Add(1)
+	c.count(cmd, resultNotFound)
+	if !cmd.Noreply {
+		c.w.NotFound()
+	}
+}
+
+// retrievalKey is one parsed key of a get line.
+type retrievalKey struct {
+	key   []byte // as sent: replies echo it
+	queue string
+	opts  mcproto.KeyOptions
+}
+
+// retrieve serves get, gets, gat and gats. Every key is checked before any
+// message is reserved, so a bad key never leaves reservations behind.
+func (c *conn) retrieve(cmd *mcproto.Command, withCas bool, lease time.Duration, leaseSet, peek bool) {
+	keys := make([]retrievalKey, len(cmd.Keys))
+	for i, k := range cmd.Keys {
+		q, opts, err := mcproto.SplitKey(k)
+		if err != nil || reservedName(q) {
+			c.clientError(cmd)
+			return
+		}
+		if peek && !opts.Any() {
+			opts.Peek = true
+		}
+		keys[i] = retrievalKey{key: k, queue: string(q), opts: opts}
+	}
+	items := c.items[:0]
+	for _, k := range keys {
+		c.srv.stats.cmdGet.Add(1)
+		it, err := c.retrieveOne(k, lease, leaseSet)
+		if err != nil {
+			// The client sees none of this line's messages: give back
+			// what it reserved.
+			for _, it := range items {
+				c.giveBack(it)
+			}
+			c.replyError(cmd, err)
+			return
+		}
+		if it == nil {
+			c.srv.stats.getMisses.Add(1)
+			c.count(cmd, resultMiss)
+		} else {
+			c.srv.stats.getHits.Add(1)
+			c.count(cmd, resultHit)
+		}
+		items = append(items, it)
+	}
+	for i, it := range items {
+		if it == nil {
+			continue
+		}
+		if withCas {
+			c.w.ValueCas(keys[i].key, it.flags, it.body, it.cas)
+		} else {
+			c.w.Value(keys[i].key, it.flags, it.body)
+		}
+	}
+	c.w.End()
+	if hasAutoAck(items) {
+		// Destructive reads are acked only once the client has the
+		// bytes.
+		c.sess.delivered(items, c.flush())
+	}
+	clear(items)
+	c.items = items[:0]
+}
+
+func hasAutoAck(items []*item) bool {
+	for _, it := range items {
+		if it != nil && it.autoAck != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// giveBack requeues an item the client never received.
+func (c *conn) giveBack(it *item) {
+	switch {
+	case it == nil:
+	case it.r != nil:
+		if it.r.end() {
+			c.srv.settle(it.r, settleRequeue, reasonAbort)
+		}
+	case it.autoAck != nil:
+		_ = it.autoAck.Requeue()
+	}
+}
+
+// retrieveOne applies a key's kestrel options and reserves the next
+// message when they ask for one.
+func (c *conn) retrieveOne(k retrievalKey, lease time.Duration, leaseSet bool) (*item, error) {
+	o := k.opts
+	switch {
+	case o.Abort:
+		c.sess.abort(k.queue)
+		return nil, nil
+	case o.Peek:
+		return c.peek(k.queue)
+	}
+	if o.Close {
+		c.sess.ack(k.queue)
+		if !o.Open {
+			return nil, nil
+		}
+	}
+	if o.HasTimeout {
+		return c.waitReserve(k.queue, o.Timeout, lease, leaseSet)
+	}
+	return c.sess.reserve(c.srv.ctx, k.queue, lease, leaseSet)
+}
+
+// peek returns the head of the queue without keeping it: it is fetched and
+// put straight back (the broker marks it redelivered).
+func (c *conn) peek(queue string) (*item, error) {
+	if r := c.sess.heldOn(queue); r != nil {
+		// The connection holds one already: show it again.
+		return &item{flags: r.flags, body: r.body}, nil
+	}
+	qs, err := c.srv.queues.readable(c.srv.ctx, queue)
+	if err != nil || qs == nil {
+		return nil, brokerError(err)
+	}
+	d, err := c.srv.broker.Get(c.srv.ctx, queue)
+	if err != nil || d == nil {
+		return nil, brokerError(err)
+	}
+	_ = d.Requeue()
+	return &item{flags: flagsFrom(d.Headers), body: d.Body}, nil
+}
+
+// waitPoll is how often a /t= wait looks again while the queue is empty.
+const waitPoll = 50 * time.Millisecond
+
+// waitReserve is a get with kestrel's /t=<ms>: it waits up to timeout for a
+// message. The connection's other commands wait behind it, as in kestrel.
+func (c *conn) waitReserve(queue string, timeout, lease time.Duration, leaseSet bool) (*item, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		it, err := c.sess.reserve(c.srv.ctx, queue, lease, leaseSet)
+		if err != nil || it != nil {
+			return it, err
+		}
+		left := time.Until(deadline)
+		if left <= 0 || c.draining.Load() {
+			return nil, nil
+		}
+		t := time.NewTimer(min(left, waitPoll))
+		select {
+		case <-t.C:
+		case <-c.srv.ctx.Done():
+			t.Stop()
+			return nil, nil
+		}
+	}
+}

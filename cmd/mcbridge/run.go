@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mcbridge/mcbridge/amqp"
+	"github.com/mcbridge/mcbridge/bridge"
+	"github.com/mcbridge/mcbridge/config"
+)
+
+// shutdownGrace is how long a graceful stop waits for commands in hand
+// (a set waiting for its confirm) before closing connections hard.
+const shutdownGrace = 10 * time.Second
+
+// startTimeout bounds the first connection attempt to the broker.
+const startTimeout = 15 * time.Second
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("mcbridge", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configFile := fs.String("config", "", "YAML config `file` (default: built-in defaults)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	checkConfig := fs.Bool("check-config", false, "validate the config file and exit")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "mcbridge", bridge.Version)
+		return nil
+	}
+
+	cfg := config.Default()
+	if *configFile != "" {
+		var err error
+		if cfg, err = config.LoadFile(*configFile); err != nil {
+			return err
+		}
+	}
+	if *checkConfig {
+		if *configFile == "" {
+			return errors.New("-check-config needs -config FILE")
+		}
+		fmt.Fprintf(stdout, "%s: OK\n", *configFile)
+		return nil
+	}
+
+	log, err := newLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, log)
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("-log-format %q: want text or json", format)
+}
+
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector(),
+	)
+	obs := bridge.NewObserver(reg)
+
+	brokerTLS, err := clientTLS(cfg.AMQP.TLS)
+	if err != nil {
+		return err
+	}
+	urls := make([]string, len(cfg.AMQP.URLs))
+	for i, u := range cfg.AMQP.URLs {
+		urls[i] = u.Raw()
+	}
+	broker := amqp.New(amqp.Options{
+		URLs:               urls,
+		ConnectionName:     cfg.AMQP.ConnectionName,
+		ConsumeConnections: cfg.AMQP.ConsumeConnections,
+		ConfirmTimeout:     cfg.AMQP.ConfirmTimeout,
+		Heartbeat:          cfg.AMQP.Heartbeat,
+		TLS:                brokerTLS,
+		Topology:           bridge.Topology(cfg),
+		Observer:           obs,
+		Logger:             log.With("component", "amqp"),
+	})
+	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
+	err = broker.Start(startCtx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	defer broker.Close()
+	if err := broker.Ready(); err != nil {
+		log.Warn("broker not reachable yet; serving SERVER_ERROR until it is", "err", err)
+	}
+
+	srv := bridge.New(cfg, broker, obs, bridge.Options{Logger: log})
+	ln, err := srv.Listen()
+	if err != nil {
+		return err
+	}
+	if cfg.TLS.Enabled() {
+		tc, err := serverTLS(cfg.TLS)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		ln = tls.NewListener(ln, tc)
+	}
+
+	var metricsSrv *http.Server
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on metrics_listen %s: %w", cfg.MetricsListen, err)
+		}
+		metricsSrv = &http.Server{Handler: httpHandler(reg, broker), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := metricsSrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server stopped", "err", err)
+			}
+		}()
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("mcbridge serving", "listen", ln.Addr().String(), "metrics", cfg.MetricsListen, "version", bridge.Version)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-serveErr:
+		// Serve only returns early on a listener failure.
+		shutdown(srv, metricsSrv)
+		return err
+	}
+	shutdown(srv, metricsSrv)
+	<-serveErr
+	log.Info("stopped")
+	return nil
+}
+
+func shutdown(srv *bridge.Server, metricsSrv *http.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	_ = srv.Shutdown(ctx)
+	if metricsSrv != nil {
+		_ = metricsSrv.Shutdown(ctx)
+	}
+}
+
+// httpHandler serves /metrics, /healthz and /readyz.
+func httpHandler(reg *prometheus.Registry, broker *amqp.Client) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := broker.Ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+func clientTLS(c config.ClientTLS) (*tls.Config, error) {
+	tc := &tls.Config{ServerName: c.ServerName, MinVersion: tls.VersionTLS12}
+	if c.CAFile != "" {
+		pool, err := loadPool(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("amqp.tls.ca_file: %w", err)
+		}
+		tc.RootCAs = pool
+	}
+	if c.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("amqp.tls client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+func serverTLS(c config.ServerTLS) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls certificate: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if c.ClientCAFile != "" {
+		pool, err := loadPool(c.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.client_ca_file: %w", err)
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
+func loadPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificates", file)
+	}
+	return pool, nil
+}
