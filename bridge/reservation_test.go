@@ -1,0 +1,214 @@
+package bridge
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/mcbridge/mcbridge/config"
+	"github.com/mcbridge/mcbridge/internal/testbroker"
+)
+
+// yamlConfig loads a test config from YAML, listening on a free port.
+func yamlConfig(t testing.TB, yaml string) *config.Config {
+	t.Helper()
+	cfg, err := config.Load([]byte("listen: 127.0.0.1:0\nmetrics_listen: \"\"\n" + yaml))
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	return cfg
+}
+
+// TestDisconnectRequeues: a worker that dies never acked, so its message
+// goes back and the next worker gets it.
+func TestDisconnectRequeues(t *testing.T) {
+	g := startGateway(t, nil)
+	q := testbroker.Name(t, "q")
+	a := g.dial()
+	a.do("set "+q+" 0 0 3\r\njob\r\n", "STORED\r\n")
+	a.do("get "+q+"\r\n", "VALUE "+q+" 0 3\r\njob\r\nEND\r\n")
+	b := g.dial()
+	b.do("get "+q+"\r\n", "END\r\n")
+	a.close()
+	testbroker.Eventually(t, 5*time.Second, "the message back in the queue", func() bool {
+		b.send("get " + q + "\r\n")
+		return b.line() != "END" // VALUE line; read the rest below
+	})
+	b.expect("job\r\nEND\r\n")
+	b.do("delete "+q+"\r\n", "DELETED\r\n")
+}
+
+// TestLeaseExpires: a reservation not acked within reservation_timeout goes
+// back to the queue, and the late delete is NOT_FOUND.
+func TestLeaseExpires(t *testing.T) {
+	q := testbroker.Name(t, "q")
+	cfg := yamlConfig(t, fmt.Sprintf("queues:\n  - name: %s\n    reservation_timeout: 300ms\n", q))
+	g := startGateway(t, cfg)
+	a, b := g.dial(), g.dial()
+	a.do("set "+q+" 0 0 1\r\nm\r\n", "STORED\r\n")
+	start := time.Now()
+	a.do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\nm\r\nEND\r\n")
+	testbroker.Eventually(t, 5*time.Second, "the expired reservation back in the queue", func() bool {
+		b.send("get " + q + "\r\n")
+		return b.line() != "END"
+	})
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Fatalf("requeued after %v, before the 300ms lease", d)
+	}
+	b.expect("m\r\nEND\r\n")
+	a.do("delete "+q+"\r\n", "NOT_FOUND\r\n")
+	b.do("delete "+q+"\r\n", "DELETED\r\n")
+}
+
+// TestTouch: touch extends the lease; a negative touch requeues now.
+func TestTouch(t *testing.T) {
+	q := testbroker.Name(t, "q")
+	cfg := yamlConfig(t, fmt.Sprintf("queues:\n  - name: %s\n    reservation_timeout: 200ms\n", q))
+	g := startGateway(t, cfg)
+	a, b := g.dial(), g.dial()
+	a.do("set "+q+" 0 0 1\r\nm\r\n", "STORED\r\n")
+	a.do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\nm\r\nEND\r\n")
+	a.do("touch "+q+" 30\r\n", "TOUCHED\r\n")
+	// Well past the queue's 200ms lease the message is still held.
+	until := time.Now().Add(700 * time.Millisecond)
+	for time.Now().Before(until) {
+		b.do("get "+q+"\r\n", "END\r\n")
+	}
+	a.do("touch "+q+" -1\r\n", "TOUCHED\r\n")
+	a.do("touch "+q+" 30\r\n", "NOT_FOUND\r\n")
+	a.do("delete "+q+"\r\n", "NOT_FOUND\r\n")
+	b.do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\nm\r\nEND\r\n")
+	b.do("touch "+q+" 0 noreply\r\n", "")
+	b.do("delete "+q+"\r\n", "DELETED\r\n")
+}
+
+// TestGat: gat reserves with the given lease.
+func TestGat(t *testing.T) {
+	q := testbroker.Name(t, "q")
+	g := startGateway(t, nil)
+	a, b := g.dial(), g.dial()
+	a.do("set "+q+" 5 0 1\r\nm\r\n", "STORED\r\n")
+	a.do("set "+q+" 6 0 1\r\nn\r\n", "STORED\r\n")
+	// A one-second lease: the message comes back by itself.
+	a.do("gat 1 "+q+"\r\n", "VALUE "+q+" 5 1\r\nm\r\nEND\r\n")
+	b.do("gat 0 "+q+"\r\n", "VALUE "+q+" 6 1\r\nn\r\nEND\r\n")
+	testbroker.Eventually(t, 5*time.Second, "the gat lease to end", func() bool {
+		c := g.dial()
+		defer c.close()
+		c.send("get " + q + "\r\n")
+		if c.line() == "END" {
+			return false
+		}
+		c.expect("m\r\nEND\r\n")
+		c.do("delete "+q+"\r\n", "DELETED\r\n")
+		return true
+	})
+	b.send("gats 0 " + q + "\r\n")
+	b.expect("END\r\n") // b holds n already
+	b.do("delete "+q+"\r\n", "DELETED\r\n")
+}
+
+// TestAutoAck: an ack: auto queue behaves like memcacheq: get is
+// destructive and delete has nothing to ack.
+func TestAutoAck(t *testing.T) {
+	q := testbroker.Name(t, "q")
+	cfg := yamlConfig(t, fmt.Sprintf("queues:\n  - name: %s\n    ack: auto\n", q))
+	g := startGateway(t, cfg)
+	a := g.dial()
+	a.do("set "+q+" 0 0 1\r\n1\r\n", "STORED\r\n")
+	a.do("set "+q+" 0 0 1\r\n2\r\n", "STORED\r\n")
+	a.do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\n1\r\nEND\r\n")
+	// No reservation: the next get on the same connection is a hit.
+	a.do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\n2\r\nEND\r\n")
+	a.do("delete "+q+"\r\n", "NOT_FOUND\r\n")
+	a.close()
+	b := g.dial()
+	b.do("get "+q+"\r\n", "END\r\n")
+	ch := testbroker.Channel(t)
+	testbroker.Eventually(t, 5*time.Second, "the acks to reach the broker", func() bool {
+		qi, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
+		return err == nil && qi.Messages == 0
+	})
+}
+
+// TestKestrelOptions covers /open, /close, /close/open, /abort and /peek.
+func TestKestrelOptions(t *testing.T) {
+	g := startGateway(t, nil)
+	q := testbroker.Name(t, "q")
+	a, b := g.dial(), g.dial()
+	for _, m := range []string{"1", "2", "3"} {
+		a.do("set "+q+" 0 0 1\r\n"+m+"\r\n", "STORED\r\n")
+	}
+	// peek shows the head and keeps nothing.
+	a.do("get "+q+"/peek\r\n", "VALUE "+q+"/peek 0 1\r\n1\r\nEND\r\n")
+	a.do("delete "+q+"\r\n", "NOT_FOUND\r\n")
+	// open reserves, echoing the key as sent.
+	a.do("get "+q+"/open\r\n", "VALUE "+q+"/open 0 1\r\n1\r\nEND\r\n")
+	// close/open acks 1 and reserves 2.
+	a.do("get "+q+"/close/open\r\n", "VALUE "+q+"/close/open 0 1\r\n2\r\nEND\r\n")
+	// abort puts 2 back.
+	a.do("get "+q+"/abort\r\n", "END\r\n")
+	a.do("delete "+q+"\r\n", "NOT_FOUND\r\n")
+	b.do("get "+q+"/open\r\n", "VALUE "+q+"/open 0 1\r\n2\r\nEND\r\n")
+	// close acks it; nothing follows.
+	b.do("get "+q+"/close\r\n", "END\r\n")
+	b.do("delete "+q+"\r\n", "NOT_FOUND\r\n")
+	b.do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\n3\r\nEND\r\n")
+	b.do("delete "+q+"\r\n", "DELETED\r\n")
+	b.do("get "+q+"/peek\r\n", "END\r\n")
+}
+
+// TestWaitOption: /t=<ms> waits for a message, returning as soon as one
+// arrives, or a miss after the timeout.
+func TestWaitOption(t *testing.T) {
+	g := startGateway(t, nil)
+	q := testbroker.Name(t, "q")
+	a, b := g.dial(), g.dial()
+	a.do("get "+q+"\r\n", "END\r\n") // declares the queue
+	start := time.Now()
+	a.do("get "+q+"/t=300\r\n", "END\r\n")
+	if d := time.Since(start); d < 280*time.Millisecond {
+		t.Fatalf("/t=300 miss after %v", d)
+	}
+	a.send("get " + q + "/t=10000\r\n")
+	start = time.Now()
+	b.do("set "+q+" 0 0 1\r\nw\r\n", "STORED\r\n")
+	a.expect("VALUE " + q + "/t=10000 0 1\r\nw\r\nEND\r\n")
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("/t= returned %v after the set", d)
+	}
+	a.do("delete "+q+"\r\n", "DELETED\r\n")
+}
+
+// TestMaxReservationsPerConnection: past the cap, gets miss until one is
+// acked.
+func TestMaxReservationsPerConnection(t *testing.T) {
+	cfg := testConfig()
+	cfg.Limits.MaxReservationsPerConnection = 2
+	g := startGateway(t, cfg)
+	q1, q2, q3 := testbroker.Name(t, "a"), testbroker.Name(t, "b"), testbroker.Name(t, "c")
+	c := g.dial()
+	for _, q := range []string{q1, q2, q3} {
+		c.do("set "+q+" 0 0 1\r\nx\r\n", "STORED\r\n")
+	}
+	c.do("get "+q1+"\r\n", "VALUE "+q1+" 0 1\r\nx\r\nEND\r\n")
+	c.do("get "+q2+"\r\n", "VALUE "+q2+" 0 1\r\nx\r\nEND\r\n")
+	c.do("get "+q3+"\r\n", "END\r\n")
+	c.do("delete "+q1+"\r\n", "DELETED\r\n")
+	c.do("get "+q3+"\r\n", "VALUE "+q3+" 0 1\r\nx\r\nEND\r\n")
+}
+
+// TestNoAutoDeclare: with auto_declare off, unknown keys are not stored and
+// read as misses, and no queue is created.
+func TestNoAutoDeclare(t *testing.T) {
+	cfg := yamlConfig(t, "auto_declare: {enabled: false}\n")
+	g := startGateway(t, cfg)
+	q := testbroker.Name(t, "q")
+	c := g.dial()
+	c.do("set "+q+" 0 0 1\r\nx\r\n", "NOT_STORED\r\n")
+	c.do("get "+q+"\r\n", "END\r\n")
+	ch := testbroker.Channel(t)
+	if _, err := ch.QueueDeclarePassive(q, true, false, false, false, nil); err == nil {
+		t.Fatalf("queue %s was created", q)
+	}
+}

@@ -1,0 +1,121 @@
+// Package testbroker gives tests the real RabbitMQ they run against: a
+// reachability check that fails loudly, unique queue names, and cleanup.
+package testbroker
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+)
+
+// URL is the broker every test uses: the machine's own RabbitMQ.
+const URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+// Addr is its TCP address.
+const Addr = "127.0.0.1:5672"
+
+// howToStart is printed when the broker is missing: tests never skip.
+const howToStart = `RabbitMQ is not reachable at 127.0.0.1:5672 (guest/guest); the tests need it.
+Start it with:   rabbitmq-server -detached   (Debian: apt-get install rabbitmq-server)
+then check with: rabbitmqctl await_startup`
+
+// MustReach exits the test binary at once, with instructions, when the
+// broker does not answer an AMQP handshake. Call it from TestMain.
+func MustReach() {
+	if err := reach(); err != nil {
+		fmt.Fprintf(os.Stderr, "%s\n\n(%v)\n", howToStart, err)
+		os.Exit(1)
+	}
+}
+
+func reach() error {
+	nc, err := net.DialTimeout("tcp", Addr, 3*time.Second)
+	if err != nil {
+		return err
+	}
+	nc.Close()
+	conn, err := amqp091.DialConfig(URL, amqp091.Config{Dial: amqp091.DefaultDial(5 * time.Second)})
+	if err != nil {
+		return err
+	}
+	return conn.Close()
+}
+
+var unsafe = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
+
+// Name returns a queue or exchange name unique to this test run, made of
+// safe characters, and deletes the queue (and an exchange of that name)
+// when the test ends.
+func Name(t testing.TB, hint string) string {
+	t.Helper()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	base := unsafe.ReplaceAllString(t.Name(), "_")
+	if len(base) > 60 {
+		base = base[len(base)-60:]
+	}
+	name := strings.Trim(fmt.Sprintf("mcbt.%s.%s.%s", base, hint, hex.EncodeToString(b[:])), ".")
+	t.Cleanup(func() { Delete(t, name) })
+	return name
+}
+
+// Delete removes a queue and an exchange of that name, if they exist.
+func Delete(t testing.TB, name string) {
+	t.Helper()
+	conn, err := amqp091.Dial(URL)
+	if err != nil {
+		t.Errorf("cleanup: connect to broker: %v", err)
+		return
+	}
+	defer conn.Close()
+	if ch, err := conn.Channel(); err == nil {
+		_, _ = ch.QueueDelete(name, false, false, false)
+		_ = ch.Close()
+	}
+	if ch, err := conn.Channel(); err == nil {
+		_ = ch.ExchangeDelete(name, false, false)
+		_ = ch.Close()
+	}
+}
+
+// Dial opens a raw amqp091-go connection for a test, closed at its end:
+// the back-office view of what the gateway did.
+func Dial(t testing.TB) *amqp091.Connection {
+	t.Helper()
+	conn, err := amqp091.Dial(URL)
+	if err != nil {
+		t.Fatalf("dial broker: %v", err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// Channel opens a channel on a fresh test connection.
+func Channel(t testing.TB) *amqp091.Channel {
+	t.Helper()
+	ch, err := Dial(t).Channel()
+	if err != nil {
+		t.Fatalf("open channel: %v", err)
+	}
+	return ch
+}
+
+// Eventually polls cond until it holds or the deadline passes.
+func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
