@@ -188,15 +188,17 @@ func (c *Client) EnsureQueue(ctx context.Context, spec QueueSpec, passiveFirst b
 	if err != nil {
 		return err
 	}
+	exists := false
 	if passiveFirst {
 		_, err := c.inspect(conn, spec.Name)
-		if err == nil {
-			c.declared.Store(spec.Name, struct{}{})
-			return nil
-		}
-		if !isNotFound(err) {
+		if err != nil && !isNotFound(err) {
 			return err
 		}
+		exists = err == nil
+	}
+	if exists && len(spec.Bindings) == 0 {
+		c.declared.Store(spec.Name, struct{}{})
+		return nil
 	}
 	// A throwaway channel: a refused declaration closes the channel.
 	ch, err := conn.Channel()
@@ -204,8 +206,17 @@ func (c *Client) EnsureQueue(ctx context.Context, spec QueueSpec, passiveFirst b
 		return fmt.Errorf("%w: open channel: %v", ErrNotConnected, err)
 	}
 	defer ch.Close()
-	if _, err := ch.QueueDeclare(spec.Name, true, false, false, false, spec.arguments(int(c.brokerMajor.Load()))); err != nil {
-		return &TopologyError{Object: describe("queue", spec.Name, spec.Origin), Err: err}
+	if !exists {
+		if _, err := ch.QueueDeclare(spec.Name, true, false, false, false, spec.arguments(int(c.brokerMajor.Load()))); err != nil {
+			return &TopologyError{Object: describe("queue", spec.Name, spec.Origin), Err: err}
+		}
+	}
+	// Bindings are idempotent: an existing queue still gets them.
+	for _, b := range spec.Bindings {
+		if err := ch.QueueBind(spec.Name, b.RoutingKey, b.Exchange, false, nil); err != nil {
+			obj := fmt.Sprintf("binding of %s to exchange %q", describe("queue", spec.Name, spec.Origin), b.Exchange)
+			return &TopologyError{Object: obj, Err: err}
+		}
 	}
 	c.declared.Store(spec.Name, struct{}{})
 	return nil

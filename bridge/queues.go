@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,6 +89,9 @@ func (t *queueTable) state(name string) *queueState {
 			spec:    amqp.QueueSpec{Name: name, Quorum: d.QueueType == config.QueueQuorum},
 			passive: true,
 		}
+		if parent := t.fanoutParent(name); parent != "" {
+			qs.spec.Bindings = []amqp.BindingSpec{{Exchange: parent}}
+		}
 	}
 	t.m[name] = qs
 	return qs
@@ -96,7 +100,7 @@ func (t *queueTable) state(name string) *queueState {
 // readable returns the queue a get of name reads, declaring it if needed,
 // or nil when the name is neither configured nor auto-declarable (a miss).
 func (t *queueTable) readable(ctx context.Context, name string) (*queueState, error) {
-	if _, ok := t.cfg.Queue(name); !ok && !t.cfg.AutoDeclarable(name) {
+	if _, ok := t.cfg.Queue(name); !ok && !t.cfg.AutoDeclarable(name) && t.fanoutParent(name) == "" {
 		return nil, nil
 	}
 	qs := t.state(name)
@@ -104,6 +108,20 @@ func (t *queueTable) readable(ctx context.Context, name string) (*queueState, er
 		return nil, err
 	}
 	return qs, nil
+}
+
+// fanoutParent implements kestrel's fanout naming: "parent+child" is a
+// queue bound to the fanout exchange "parent", whatever auto_declare says.
+// It returns "" when name is not such a child.
+func (t *queueTable) fanoutParent(name string) string {
+	parent, child, ok := strings.Cut(name, "+")
+	if !ok || child == "" || strings.HasPrefix(name, "amq.") {
+		return ""
+	}
+	if ex, found := t.cfg.Exchange(parent); found && ex.Type == config.ExchangeFanout {
+		return parent
+	}
+	return ""
 }
 
 // route says where a set of key goes: the first exchange whose keys match,
