@@ -192,6 +192,25 @@ func (s *session) reserve(ctx context.Context, queue string, lease time.Duration
 	return it, nil
 }
 
+// peek returns the head of the queue without keeping it: it is fetched and
+// put straight back (the broker marks it redelivered). A message this
+// connection holds on the queue is shown again instead.
+func (s *session) peek(ctx context.Context, queue string) (*item, error) {
+	if r := s.heldOn(queue); r != nil {
+		return &item{flags: r.flags, body: r.body}, nil
+	}
+	qs, err := s.srv.queues.readable(ctx, queue)
+	if err != nil || qs == nil {
+		return nil, brokerError(err)
+	}
+	d, err := s.srv.broker.Get(ctx, queue)
+	if err != nil || d == nil {
+		return nil, brokerError(err)
+	}
+	_ = d.Requeue()
+	return &item{flags: flagsFrom(d.Headers), body: d.Body}, nil
+}
+
 // delivered finishes a retrieval once its reply was written (or failed to
 // be): auto-ack messages are acked only when the client has them.
 func (s *session) delivered(items []*item, writeErr error) {

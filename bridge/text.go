@@ -303,7 +303,7 @@ func (c *conn) retrieveOne(k retrievalKey, lease time.Duration, leaseSet bool) (
 		c.sess.abort(k.queue)
 		return nil, nil
 	case o.Peek:
-		return c.peek(k.queue)
+		return c.sess.peek(c.srv.ctx, k.queue)
 	}
 	if o.Close {
 		c.sess.ack(k.queue)
@@ -315,25 +315,6 @@ func (c *conn) retrieveOne(k retrievalKey, lease time.Duration, leaseSet bool) (
 		return c.waitReserve(k.queue, o.Timeout, lease, leaseSet)
 	}
 	return c.sess.reserve(c.srv.ctx, k.queue, lease, leaseSet)
-}
-
-// peek returns the head of the queue without keeping it: it is fetched and
-// put straight back (the broker marks it redelivered).
-func (c *conn) peek(queue string) (*item, error) {
-	if r := c.sess.heldOn(queue); r != nil {
-		// The connection holds one already: show it again.
-		return &item{flags: r.flags, body: r.body}, nil
-	}
-	qs, err := c.srv.queues.readable(c.srv.ctx, queue)
-	if err != nil || qs == nil {
-		return nil, brokerError(err)
-	}
-	d, err := c.srv.broker.Get(c.srv.ctx, queue)
-	if err != nil || d == nil {
-		return nil, brokerError(err)
-	}
-	_ = d.Requeue()
-	return &item{flags: flagsFrom(d.Headers), body: d.Body}, nil
 }
 
 // waitPoll is how often a /t= wait looks again while the queue is empty.
