@@ -135,6 +135,10 @@ func (s *supervisor) run(ctx context.Context) {
 					}
 					s.log.Warn("broker connection lost", "reason", reason)
 					s.setDown(reason)
+					// The old connection's goroutines end with it; wait
+					// for them so that they never touch the slots that
+					// the next connection's goroutines take over.
+					wg.Wait()
 					// The next URL first: the node we lost may be the one
 					// that is down.
 					next = (idx + 1) % len(s.opts.URLs)

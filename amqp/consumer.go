@@ -88,6 +88,10 @@ func (cc *consumeConn) onUp(ctx context.Context, conn *amqp091.Connection, wg *s
 		chans[i] = ch
 	}
 	for i, s := range cc.slots {
+		// Usable as soon as the supervisor reports the connection up.
+		s.mu.Lock()
+		s.ch = chans[i]
+		s.mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

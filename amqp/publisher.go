@@ -61,10 +61,10 @@ type pubChannel struct {
 }
 
 type publisher struct {
-	opts    *Options
-	slots   []*pubChannel
-	next    atomic.Uint32
-	blocked atomic.Bool
+	opts     *Options
+	slots    []*pubChannel
+	next     atomic.Uint32
+	blocked  atomic.Bool
 	instance string // message-id prefix unique to this process
 	serial   atomic.Uint64
 }
@@ -114,6 +114,9 @@ func (p *publisher) onUp(ctx context.Context, conn *amqp091.Connection, wg *sync
 		}
 	}()
 	for i, s := range p.slots {
+		// Usable as soon as the supervisor reports the connection up:
+		// publishes queue in s.reqs until the writer starts.
+		s.ready.Store(true)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -223,6 +226,13 @@ func (s *pubChannel) serve(ctx context.Context, ch *amqp091.Channel) {
 	confirms := ch.NotifyPublish(make(chan amqp091.Confirmation, publishQueueLen))
 	closed := ch.NotifyClose(make(chan *amqp091.Error, 1))
 	prefix := fmt.Sprintf("%s-%d.%d.", s.p.instance, s.id, s.p.serial.Add(1))
+
+	// A replace asked for by publishes that timed out on an earlier
+	// incarnation is not about this channel, which has sent nothing yet.
+	select {
+	case <-s.replace:
+	default:
+	}
 
 	stop := make(chan struct{})
 	var writer sync.WaitGroup
