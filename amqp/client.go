@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 )
@@ -29,6 +30,12 @@ type Client struct {
 	// at most once. Cleared when the admin connection reconnects.
 	declared sync.Map
 
+	fmu      sync.Mutex
+	fetchers map[string]*fetcher // guarded by fmu; one per queue used
+	given    givenBack
+	tagSeq   atomic.Uint64
+
+	runCtx context.Context // ends at Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed atomic.Bool
@@ -39,11 +46,12 @@ func New(opts Options) *Client {
 	opts.setDefaults()
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	c := &Client{opts: opts}
+	c := &Client{opts: opts, fetchers: make(map[string]*fetcher)}
+	c.runCtx, c.cancel = context.WithCancel(context.Background())
 	c.pub = newPublisher(&c.opts, "mcb-"+hex.EncodeToString(b[:]))
 	c.pubSup = newSupervisor(RolePublish, 0, &c.opts, c.pub.onUp)
 	for i := range opts.ConsumeConnections {
-		cc := newConsumeConn(&c.opts)
+		cc := &consumeConn{}
 		cc.sup = newSupervisor(RoleConsume, i, &c.opts, func(ctx context.Context, conn *amqp091.Connection, wg *sync.WaitGroup) error {
 			if i == 0 {
 				// The first consume connection declares: a memory alarm
@@ -55,9 +63,7 @@ func New(opts Options) *Client {
 					return err
 				}
 			}
-			return cc.onUp(ctx, conn, wg, c.opts.Observer, func(msg string, args ...any) {
-				c.opts.Logger.Warn(msg, args...)
-			})
+			return nil
 		})
 		c.cons = append(c.cons, cc)
 	}
@@ -69,12 +75,12 @@ func New(opts Options) *Client {
 // needs an operator. A broker that cannot be reached is not an error: the
 // client keeps trying in the background and reports it through Ready.
 func (c *Client) Start(ctx context.Context) error {
-	runCtx, cancel := context.WithCancel(context.Background())
-	c.cancel = cancel
+	runCtx := c.runCtx
 	sups := []*supervisor{c.pubSup}
 	for _, cc := range c.cons {
 		sups = append(sups, cc.sup)
 	}
+	c.goFetch(c.janitor)
 	for _, s := range sups {
 		c.wg.Add(1)
 		go func() {
@@ -101,12 +107,13 @@ func (c *Client) Start(ctx context.Context) error {
 // Close closes every connection, which requeues every unacked delivery, and
 // waits for all of the client's goroutines.
 func (c *Client) Close() {
-	if c.closed.Swap(true) {
+	c.fmu.Lock()
+	already := c.closed.Swap(true)
+	c.fmu.Unlock()
+	if already {
 		return
 	}
-	if c.cancel != nil {
-		c.cancel()
-	}
+	c.cancel()
 	c.wg.Wait()
 }
 
@@ -145,15 +152,33 @@ func (c *Client) Get(ctx context.Context, queue string) (*Delivery, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	cc := c.pickConsume()
-	if cc == nil {
+	if c.pickConsume() == nil {
 		return nil, ErrNotConnected
 	}
-	d, ok, err := cc.pick().get(queue)
-	if err != nil || !ok {
-		return nil, err
+	d, err := c.fetcher(queue).get()
+	if errors.Is(err, ErrQueueNotFound) {
+		// The queue went away behind our back: forget that it existed.
+		c.Forget(queue)
 	}
-	return d, nil
+	return d, err
+}
+
+// Wait returns the next message of queue within timeout, or nil, nil. It
+// waits on a consumer, not by polling the broker. The queue must exist.
+func (c *Client) Wait(ctx context.Context, queue string, timeout time.Duration) (*Delivery, error) {
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	if c.pickConsume() == nil {
+		return nil, ErrNotConnected
+	}
+	if d, err := c.Get(ctx, queue); d != nil || err != nil {
+		return d, err
+	}
+	if timeout <= 0 {
+		return nil, nil
+	}
+	return c.fetcher(queue).wait(ctx, timeout), nil
 }
 
 func (c *Client) pickConsume() *consumeConn {

@@ -22,7 +22,7 @@ func TestGetEmptyQueue(t *testing.T) {
 func TestGetAckRequeueSettleOnce(t *testing.T) {
 	// One get channel, so that the unacked message of the end is on the
 	// same channel as the acked one.
-	c := startClient(t, mcamqp.Options{GetChannels: 1})
+	c := startClient(t, mcamqp.Options{})
 	q := testbroker.Name(t, "q")
 	declareQueue(t, q, nil)
 	ctx := ctxT(t)
@@ -139,7 +139,7 @@ func TestGetAfterAckEmptiesQueue(t *testing.T) {
 func TestStaleDeliveryAfterConsumeConnectionClosed(t *testing.T) {
 	rec := &recorder{}
 	name := uniqueConnName()
-	c := startClient(t, mcamqp.Options{ConnectionName: name, Observer: rec, GetChannels: 2})
+	c := startClient(t, mcamqp.Options{ConnectionName: name, Observer: rec})
 	q := testbroker.Name(t, "q")
 	declareQueue(t, q, nil)
 	ctx := ctxT(t)
@@ -194,23 +194,34 @@ func TestStaleDeliveryAfterConsumeConnectionClosed(t *testing.T) {
 }
 
 // A basic.get on a missing queue makes the broker close that channel: Get
-// reports an error (not a miss), and the client goes on working.
+// reports ErrQueueNotFound (not a miss), a reservation on another queue is
+// untouched (queues never share channels), and the client goes on working.
 func TestGetMissingQueueThenRecovers(t *testing.T) {
-	c := startClient(t, mcamqp.Options{GetChannels: 1})
+	c := startClient(t, mcamqp.Options{})
 	missing := testbroker.Name(t, "missing")
 	q := testbroker.Name(t, "q")
 	declareQueue(t, q, nil)
 	ctx := ctxT(t)
-	d, err := c.Get(ctx, missing)
-	if err == nil || d != nil {
-		t.Fatalf("Get on a missing queue = %v, %v; want an error", d, err)
-	}
-	t.Logf("Get on a missing queue: %v", err)
+	publish(t, c, q, "held")
 	publish(t, c, q, "x")
-	testbroker.Eventually(t, 10*time.Second, "Get to work again", func() bool {
-		d, err = c.Get(ctx, q)
-		return err == nil && d != nil
-	})
+	held, err := c.Get(ctx, q)
+	if err != nil || held == nil {
+		t.Fatalf("Get: %v, %v", held, err)
+	}
+	d, err := c.Get(ctx, missing)
+	if !errors.Is(err, mcamqp.ErrQueueNotFound) || d != nil {
+		t.Fatalf("Get on a missing queue = %v, %v; want ErrQueueNotFound", d, err)
+	}
+	if held.Stale() {
+		t.Fatal("a failed get on another queue made this reservation stale")
+	}
+	if err := held.Ack(); err != nil {
+		t.Fatalf("Ack of the reservation on the other queue: %v", err)
+	}
+	d, err = c.Get(ctx, q)
+	if err != nil || d == nil {
+		t.Fatalf("Get after the failure: %v, %v", d, err)
+	}
 	if err := d.Ack(); err != nil {
 		t.Fatalf("Ack: %v", err)
 	}

@@ -29,9 +29,9 @@ type Options struct {
 	// clients share (default 4). Many publishes in flight on a few channels
 	// beat a channel per client.
 	PublishChannels int
-	// GetChannels is the number of channels per consume connection that fetch
-	// deliveries (default 8); fetches on one channel are serialised.
-	GetChannels int
+	// Prefetch bounds the unclaimed deliveries a waiting (kestrel /t=)
+	// consumer holds (default 8).
+	Prefetch int
 	// ConfirmTimeout bounds the wait for a publisher confirm (default 5s).
 	ConfirmTimeout time.Duration
 	// Heartbeat is the AMQP heartbeat (default 10s).
@@ -79,8 +79,8 @@ func (o *Options) setDefaults() {
 	if o.PublishChannels <= 0 {
 		o.PublishChannels = 4
 	}
-	if o.GetChannels <= 0 {
-		o.GetChannels = 8
+	if o.Prefetch <= 0 {
+		o.Prefetch = defaultPrefetch
 	}
 	if o.ConfirmTimeout <= 0 {
 		o.ConfirmTimeout = 5 * time.Second

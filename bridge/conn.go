@@ -84,10 +84,10 @@ func newConn(srv *Server, nc net.Conn) *conn {
 	c := &conn{
 		srv:  srv,
 		nc:   nc,
-		br:   bufio.NewReaderSize(counted, readBufferSize),
 		bw:   bufio.NewWriterSize(counted, writeBufferSize),
 		sess: newSession(srv),
 	}
+	c.br = bufio.NewReaderSize(&flushingReader{c: c, r: counted}, readBufferSize)
 	c.p = mcproto.NewParser(c.br, int(srv.cfg.Limits.MaxItemSize))
 	c.w = mcproto.NewWriter(c.bw)
 	return c
@@ -108,6 +108,11 @@ func (c *conn) serve() {
 		if v := recover(); v != nil {
 			reason = closePanic
 			log.Error("panic serving connection", "panic", v, "stack", string(debug.Stack()))
+		}
+		if reason == closeShutdown {
+			// Replies to commands that ran (a STORED above all) must
+			// reach the client before we hang up.
+			_ = c.flush()
 		}
 		// Closing the socket first: a requeued message must not race a
 		// reply that still reaches the client.
@@ -167,9 +172,6 @@ func (c *conn) loop() closeReason {
 					return closeLineTooLong
 				}
 				c.srv.log.Debug("bad command", "err", err, "line", mcproto.Snippet(c.p.Line()))
-				if c.br.Buffered() == 0 && c.flush() != nil {
-					return closeWriteError
-				}
 				continue
 			}
 			return c.readFailure(err, closeReadTimeout)
@@ -178,11 +180,9 @@ func (c *conn) loop() closeReason {
 			_ = c.flush()
 			return closeClientQuit
 		}
-		// Replies to pipelined commands go out together.
-		if c.br.Buffered() == 0 {
-			if err := c.flush(); err != nil {
-				return closeWriteError
-			}
+		// Replies go out when the next read would block (flushingReader).
+		if err := c.w.Err(); err != nil {
+			return closeWriteError
 		}
 	}
 }
@@ -224,6 +224,24 @@ func (c *conn) flush() error {
 		return err
 	}
 	return nil
+}
+
+// flushingReader sends buffered replies before the connection blocks for
+// more input: replies to pipelined commands go out together, and a client
+// never waits for a reply that sits behind a command it has not finished
+// sending.
+type flushingReader struct {
+	c *conn
+	r io.Reader
+}
+
+func (f *flushingReader) Read(p []byte) (int, error) {
+	if f.c.bw.Buffered() > 0 {
+		if err := f.c.flush(); err != nil {
+			return 0, err
+		}
+	}
+	return f.r.Read(p)
 }
 
 // countingConn feeds bytes_read and bytes_written.

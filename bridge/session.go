@@ -90,14 +90,24 @@ func (s *session) store(ctx context.Context, key string, flags uint32, exptime i
 	// parser reuses its buffer: the broker gets its own copy.
 	owned := make([]byte, len(body))
 	copy(owned, body)
-	start := time.Now()
-	err = srv.broker.Publish(ctx, amqp.Message{
+	msg := amqp.Message{
 		Exchange:   exchange,
 		RoutingKey: key,
 		Headers:    amqp.Table{flagsHeader: int64(flags)},
 		Expiration: ttl,
 		Body:       owned,
-	})
+	}
+	start := time.Now()
+	err = srv.broker.Publish(ctx, msg)
+	if qs != nil && errors.Is(err, amqp.ErrUnroutable) {
+		// Our queue is gone (an operator deleted it): declare it again and
+		// publish once more. Nothing was stored the first time.
+		srv.broker.Forget(key)
+		if _, qs, ok, err = srv.queues.route(ctx, key); err != nil || !ok {
+			return brokerError(err)
+		}
+		err = srv.broker.Publish(ctx, msg)
+	}
 	srv.metrics.publishDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		if !errors.Is(err, amqp.ErrUnroutable) && !errors.Is(err, amqp.ErrNacked) {
@@ -125,6 +135,20 @@ type item struct {
 // reserve fetches the next message of queue for this connection. A nil item
 // is a miss: empty queue, unknown queue, or a reservation already held on it.
 func (s *session) reserve(ctx context.Context, queue string, lease time.Duration, leaseSet bool) (*item, error) {
+	return s.reserveWith(ctx, queue, lease, leaseSet, func(ctx context.Context) (*amqp.Delivery, error) {
+		return s.srv.broker.Get(ctx, queue)
+	})
+}
+
+// reserveWait is reserve with kestrel's /t=<ms>: it waits up to timeout for
+// a message to arrive.
+func (s *session) reserveWait(ctx context.Context, queue string, timeout, lease time.Duration, leaseSet bool) (*item, error) {
+	return s.reserveWith(ctx, queue, lease, leaseSet, func(ctx context.Context) (*amqp.Delivery, error) {
+		return s.srv.broker.Wait(ctx, queue, timeout)
+	})
+}
+
+func (s *session) reserveWith(ctx context.Context, queue string, lease time.Duration, leaseSet bool, fetch func(context.Context) (*amqp.Delivery, error)) (*item, error) {
 	srv := s.srv
 	qs, err := srv.queues.readable(ctx, queue)
 	if err != nil {
@@ -142,7 +166,18 @@ func (s *session) reserve(ctx context.Context, queue string, lease time.Duration
 			return nil, nil
 		}
 	}
-	d, err := srv.broker.Get(ctx, queue)
+	d, err := fetch(ctx)
+	if errors.Is(err, amqp.ErrQueueNotFound) {
+		// Deleted behind our back (the client forgot it): declare it
+		// again if we may, and try once more.
+		if qs, err = srv.queues.readable(ctx, queue); err != nil || qs == nil {
+			return nil, brokerError(err)
+		}
+		d, err = fetch(ctx)
+	}
+	if errors.Is(err, amqp.ErrQueueNotFound) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, brokerError(err)
 	}
@@ -204,6 +239,9 @@ func (s *session) peek(ctx context.Context, queue string) (*item, error) {
 		return nil, brokerError(err)
 	}
 	d, err := s.srv.broker.Get(ctx, queue)
+	if errors.Is(err, amqp.ErrQueueNotFound) {
+		return nil, nil
+	}
 	if err != nil || d == nil {
 		return nil, brokerError(err)
 	}

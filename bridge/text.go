@@ -312,33 +312,7 @@ func (c *conn) retrieveOne(k retrievalKey, lease time.Duration, leaseSet bool) (
 		}
 	}
 	if o.HasTimeout {
-		return c.waitReserve(k.queue, o.Timeout, lease, leaseSet)
+		return c.sess.reserveWait(c.srv.ctx, k.queue, o.Timeout, lease, leaseSet)
 	}
 	return c.sess.reserve(c.srv.ctx, k.queue, lease, leaseSet)
-}
-
-// waitPoll is how often a /t= wait looks again while the queue is empty.
-const waitPoll = 50 * time.Millisecond
-
-// waitReserve is a get with kestrel's /t=<ms>: it waits up to timeout for a
-// message. The connection's other commands wait behind it, as in kestrel.
-func (c *conn) waitReserve(queue string, timeout, lease time.Duration, leaseSet bool) (*item, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		it, err := c.sess.reserve(c.srv.ctx, queue, lease, leaseSet)
-		if err != nil || it != nil {
-			return it, err
-		}
-		left := time.Until(deadline)
-		if left <= 0 || c.draining.Load() {
-			return nil, nil
-		}
-		t := time.NewTimer(min(left, waitPoll))
-		select {
-		case <-t.C:
-		case <-c.srv.ctx.Done():
-			t.Stop()
-			return nil, nil
-		}
-	}
 }

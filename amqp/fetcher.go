@@ -1,0 +1,466 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+)
+
+// A fetcher serves one queue's gets and waits on channels of its own. Keeping
+// a queue's deliveries on its own channels means a basic.get that fails (the
+// broker closes the channel with 404 when an operator deleted the queue)
+// only makes that queue's reservations stale, never another queue's.
+//
+// Gets use basic.get: a message leaves the queue only when a client asked.
+// Waits (kestrel's /t=) use a consumer with a small prefetch window while
+// anybody waits; what arrives beyond the waiters is held for the next get,
+// at most prefetch deliveries and for less than a second, then given back.
+const (
+	// maxQueueChannels bounds the concurrent basic.get RPCs per queue.
+	maxQueueChannels = 8
+	// channelIdle: a get channel with nothing unsettled is closed after
+	// this long unused.
+	channelIdle = 30 * time.Second
+	// giveBackAfter: an unclaimed prefetched delivery older than this goes
+	// back; with janitorTick nothing is held a second.
+	giveBackAfter = 700 * time.Millisecond
+	janitorTick   = 250 * time.Millisecond
+	// idleAfter: no wait for this long cancels the consumer.
+	idleAfter = time.Second
+	// defaultPrefetch bounds what the wait consumer holds unclaimed.
+	defaultPrefetch = 8
+)
+
+// ErrQueueNotFound: the queue does not exist (any more); the broker closed
+// the channel that asked.
+var ErrQueueNotFound = errors.New("amqp: queue not found")
+
+type fetcher struct {
+	c     *Client
+	queue string
+
+	mu       sync.Mutex
+	chans    []*queueChannel // guarded by mu
+	opening  int             // guarded by mu: channels being opened
+	next     int             // guarded by mu
+	running  bool            // guarded by mu: a wait consumer runs
+	buf      []buffered      // guarded by mu: unclaimed prefetched deliveries, oldest first
+	waiters  []chan *Delivery
+	lastWait time.Time
+}
+
+type buffered struct {
+	d  *Delivery
+	at time.Time
+}
+
+// queueChannel is one channel of a fetcher. RPCs on it are serialised:
+// amqp091-go matches RPC replies to callers by arrival order only.
+type queueChannel struct {
+	mu          sync.Mutex
+	ch          *amqp091.Channel
+	outstanding atomic.Int64 // deliveries not yet settled
+	lastUse     atomic.Int64 // unix nanos
+}
+
+func (c *Client) fetcher(queue string) *fetcher {
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
+	f := c.fetchers[queue]
+	if f == nil {
+		f = &fetcher{c: c, queue: queue}
+		c.fetchers[queue] = f
+	}
+	return f
+}
+
+// get fetches one message: a prefetched one if a wait consumer left one,
+// else by basic.get. nil, nil: the queue is empty.
+func (f *fetcher) get() (*Delivery, error) {
+	f.mu.Lock()
+	d := f.popLocked()
+	f.mu.Unlock()
+	if d != nil {
+		return d, nil
+	}
+	qc, err := f.channel()
+	if err != nil {
+		return nil, err
+	}
+	defer qc.mu.Unlock()
+	qc.lastUse.Store(time.Now().UnixNano())
+	msg, ok, err := qc.ch.Get(f.queue, false)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, fmt.Errorf("%w: %q", ErrQueueNotFound, f.queue)
+		}
+		return nil, fmt.Errorf("%w: get from queue %q: %v", ErrNotConnected, f.queue, err)
+	}
+	if !ok {
+		return nil, nil
+	}
+	return qc.track(newDelivery(f.queue, qc.ch, &msg)), nil
+}
+
+func (qc *queueChannel) track(d *Delivery) *Delivery {
+	qc.outstanding.Add(1)
+	d.onSettle = func() { qc.outstanding.Add(-1) }
+	return d
+}
+
+// channel returns a live channel of the queue, locked for one RPC: an idle
+// one, else a new one up to maxQueueChannels, else the next busy one.
+func (f *fetcher) channel() (*queueChannel, error) {
+	f.mu.Lock()
+	live := f.chans[:0]
+	for _, qc := range f.chans {
+		if !qc.ch.IsClosed() {
+			live = append(live, qc)
+		}
+	}
+	clear(f.chans[len(live):])
+	f.chans = live
+	for _, qc := range f.chans {
+		if qc.mu.TryLock() {
+			f.mu.Unlock()
+			return qc, nil
+		}
+	}
+	if len(f.chans)+f.opening < maxQueueChannels {
+		f.opening++
+		f.mu.Unlock()
+		qc, err := f.open()
+		f.mu.Lock()
+		f.opening--
+		if err == nil {
+			qc.mu.Lock()
+			f.chans = append(f.chans, qc)
+		}
+		f.mu.Unlock()
+		return qc, err
+	}
+	if len(f.chans) == 0 {
+		f.mu.Unlock()
+		return nil, ErrNotConnected
+	}
+	f.next++
+	qc := f.chans[f.next%len(f.chans)]
+	f.mu.Unlock()
+	qc.mu.Lock()
+	if qc.ch.IsClosed() {
+		qc.mu.Unlock()
+		return nil, ErrNotConnected
+	}
+	return qc, nil
+}
+
+// open opens a channel on a consume connection, and a goroutine that tells
+// the observer when it dies, so that its reservations are dropped at once.
+func (f *fetcher) open() (*queueChannel, error) {
+	cc := f.c.pickConsume()
+	if cc == nil {
+		return nil, ErrNotConnected
+	}
+	conn := cc.sup.current()
+	if conn == nil {
+		return nil, ErrNotConnected
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return nil, fmt.Errorf("%w: open channel: %v", ErrNotConnected, err)
+	}
+	qc := &queueChannel{ch: ch}
+	qc.lastUse.Store(time.Now().UnixNano())
+	closed := ch.NotifyClose(make(chan *amqp091.Error, 1))
+	f.c.goFetch(func() {
+		select {
+		case err := <-closed:
+			if err != nil {
+				f.c.opts.Logger.Debug("queue channel closed", "queue", f.queue, "err", err)
+			}
+			if qc.outstanding.Load() > 0 {
+				f.c.opts.Observer.DeliveriesLost()
+			}
+		case <-f.c.runCtx.Done():
+			// Closing the connection closes the channel.
+		}
+	})
+	return qc, nil
+}
+
+func (f *fetcher) popLocked() *Delivery {
+	for len(f.buf) > 0 {
+		b := f.buf[0]
+		f.buf[0] = buffered{}
+		f.buf = f.buf[1:]
+		if !b.d.Stale() {
+			return b.d
+		}
+	}
+	return nil
+}
+
+// wait returns the next delivery within timeout, or nil. It does not poll:
+// a consumer hands the first arrival to the oldest waiter.
+func (f *fetcher) wait(ctx context.Context, timeout time.Duration) *Delivery {
+	f.mu.Lock()
+	f.lastWait = time.Now()
+	if d := f.popLocked(); d != nil {
+		f.mu.Unlock()
+		return d
+	}
+	ch := make(chan *Delivery, 1)
+	f.waiters = append(f.waiters, ch)
+	if !f.running {
+		f.running = true
+		if !f.c.goFetch(f.consume) {
+			f.running = false
+		}
+	}
+	f.mu.Unlock()
+
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case d := <-ch:
+		return d
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	f.mu.Lock()
+	for i, w := range f.waiters {
+		if w == ch {
+			f.waiters = append(f.waiters[:i], f.waiters[i+1:]...)
+			break
+		}
+	}
+	f.lastWait = time.Now()
+	f.mu.Unlock()
+	// A delivery handed over just as we gave up is still ours.
+	select {
+	case d := <-ch:
+		return d
+	default:
+		return nil
+	}
+}
+
+// consume runs the wait consumer on a channel of its own while anybody
+// waits, and keeps the channel until its deliveries are settled.
+func (f *fetcher) consume() {
+	qc, err := f.open()
+	if err == nil {
+		if err = qc.ch.Qos(f.c.opts.Prefetch, 0, false); err != nil {
+			_ = qc.ch.Close()
+		}
+	}
+	var deliveries <-chan amqp091.Delivery
+	tag := f.c.consumerTag()
+	if err == nil {
+		if deliveries, err = qc.ch.Consume(f.queue, tag, false, false, false, false, nil); err != nil {
+			_ = qc.ch.Close()
+		}
+	}
+	if err != nil {
+		f.c.opts.Logger.Debug("wait consumer not started", "queue", f.queue, "err", err)
+		f.mu.Lock()
+		f.running = false
+		f.mu.Unlock()
+		return
+	}
+	closed := qc.ch.NotifyClose(make(chan *amqp091.Error, 1))
+	consuming := true
+	tick := time.NewTicker(janitorTick)
+	defer tick.Stop()
+	for {
+		select {
+		case m, ok := <-deliveries:
+			if !ok {
+				// Cancelled by us, or by the broker (queue deleted).
+				deliveries, consuming = nil, false
+				continue
+			}
+			d := qc.track(newDelivery(f.queue, qc.ch, &m))
+			d.Redelivered = m.Redelivered && !f.c.wasGivenBack(m.MessageId)
+			f.mu.Lock()
+			if len(f.waiters) > 0 {
+				w := f.waiters[0]
+				f.waiters = f.waiters[1:]
+				w <- d
+			} else {
+				f.buf = append(f.buf, buffered{d: d, at: time.Now()})
+			}
+			f.mu.Unlock()
+
+		case <-closed:
+			f.mu.Lock()
+			f.running = false
+			f.buf = nil
+			f.mu.Unlock()
+			return
+
+		case <-tick.C:
+			back, idle := f.expire(time.Now())
+			for _, d := range back {
+				f.c.noteGivenBack(d.MessageID)
+				_ = d.giveBack()
+			}
+			switch {
+			case idle && consuming:
+				consuming = false
+				// Deliveries already under way still arrive; then the
+				// library closes deliveries.
+				_ = qc.ch.Cancel(tag, false)
+			case idle && deliveries == nil && qc.outstanding.Load() == 0:
+				f.mu.Lock()
+				if len(f.waiters) == 0 {
+					f.running = false
+					f.mu.Unlock()
+					_ = qc.ch.Close()
+					return
+				}
+				f.mu.Unlock()
+			case !idle && deliveries == nil:
+				// Waited on again before the channel was released.
+				tag = f.c.consumerTag()
+				if deliveries, err = qc.ch.Consume(f.queue, tag, false, false, false, false, nil); err == nil {
+					consuming = true
+				} else {
+					deliveries = nil
+				}
+			}
+
+		case <-f.c.runCtx.Done():
+			// Closing the connection requeues whatever is unacked.
+			return
+		}
+	}
+}
+
+// expire takes the prefetched deliveries that waited too long, and says
+// whether nobody has waited for a while.
+func (f *fetcher) expire(now time.Time) (back []*Delivery, idle bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	keep := f.buf[:0]
+	for _, b := range f.buf {
+		if now.Sub(b.at) > giveBackAfter {
+			back = append(back, b.d)
+		} else {
+			keep = append(keep, b)
+		}
+	}
+	clear(f.buf[len(keep):])
+	f.buf = keep
+	return back, len(f.waiters) == 0 && now.Sub(f.lastWait) > idleAfter
+}
+
+// closeIdle closes get channels unused for channelIdle with nothing
+// unsettled on them.
+func (f *fetcher) closeIdle(now time.Time) {
+	f.mu.Lock()
+	var idle []*queueChannel
+	keep := f.chans[:0]
+	for _, qc := range f.chans {
+		if qc.outstanding.Load() == 0 && now.UnixNano()-qc.lastUse.Load() > int64(channelIdle) && qc.mu.TryLock() {
+			idle = append(idle, qc)
+			continue
+		}
+		keep = append(keep, qc)
+	}
+	clear(f.chans[len(keep):])
+	f.chans = keep
+	f.mu.Unlock()
+	for _, qc := range idle {
+		_ = qc.ch.Close()
+		qc.mu.Unlock()
+	}
+}
+
+// goFetch starts a goroutine owned by the client; false once Close began.
+func (c *Client) goFetch(fn func()) bool {
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
+	if c.closed.Load() {
+		return false
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+// janitor closes idle queue channels until the client closes.
+func (c *Client) janitor() {
+	t := time.NewTicker(channelIdle / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.runCtx.Done():
+			return
+		case now := <-t.C:
+			c.fmu.Lock()
+			fs := make([]*fetcher, 0, len(c.fetchers))
+			for _, f := range c.fetchers {
+				fs = append(fs, f)
+			}
+			c.fmu.Unlock()
+			for _, f := range fs {
+				f.closeIdle(now)
+			}
+		}
+	}
+}
+
+func (c *Client) consumerTag() string {
+	return fmt.Sprintf("%s-%d", c.pub.instance, c.tagSeq.Add(1))
+}
+
+// givenBack remembers message ids of deliveries returned unclaimed, so that
+// their next delivery is not counted as a redelivery. Two generations bound
+// its memory.
+type givenBack struct {
+	mu        sync.Mutex
+	cur, prev map[string]struct{}
+	rotated   time.Time
+}
+
+const givenBackGeneration = 10 * time.Second
+
+func (c *Client) noteGivenBack(id string) {
+	if id == "" {
+		return
+	}
+	g := &c.given
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cur == nil || time.Since(g.rotated) > givenBackGeneration {
+		g.prev, g.cur, g.rotated = g.cur, make(map[string]struct{}), time.Now()
+	}
+	g.cur[id] = struct{}{}
+}
+
+func (c *Client) wasGivenBack(id string) bool {
+	if id == "" {
+		return false
+	}
+	g := &c.given
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.cur[id]; ok {
+		delete(g.cur, id)
+		return true
+	}
+	if _, ok := g.prev[id]; ok {
+		delete(g.prev, id)
+		return true
+	}
+	return false
+}
