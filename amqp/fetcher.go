@@ -45,6 +45,7 @@ type fetcher struct {
 	queue string
 
 	mu       sync.Mutex
+	opened   *sync.Cond      // on mu: a channel finished opening
 	chans    []*queueChannel // guarded by mu
 	opening  int             // guarded by mu: channels being opened
 	next     int             // guarded by mu
@@ -74,6 +75,7 @@ func (c *Client) fetcher(queue string) *fetcher {
 	f := c.fetchers[queue]
 	if f == nil {
 		f = &fetcher{c: c, queue: queue}
+		f.opened = sync.NewCond(&f.mu)
 		c.fetchers[queue] = f
 	}
 	return f
@@ -141,8 +143,13 @@ func (f *fetcher) channel() (*queueChannel, error) {
 			qc.mu.Lock()
 			f.chans = append(f.chans, qc)
 		}
+		f.opened.Broadcast()
 		f.mu.Unlock()
 		return qc, err
+	}
+	// Channels being opened will do: wait for one.
+	for len(f.chans) == 0 && f.opening > 0 {
+		f.opened.Wait()
 	}
 	if len(f.chans) == 0 {
 		f.mu.Unlock()
