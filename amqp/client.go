@@ -225,6 +225,8 @@ func (c *Client) EnsureQueue(ctx context.Context, spec QueueSpec, passiveFirst b
 		c.declared.Store(spec.Name, struct{}{})
 		return nil
 	}
+	// We know the queue's type only when we declared it.
+	known := !exists
 	// A throwaway channel: a refused declaration closes the channel.
 	ch, err := conn.Channel()
 	if err != nil {
@@ -242,6 +244,12 @@ func (c *Client) EnsureQueue(ctx context.Context, spec QueueSpec, passiveFirst b
 			obj := fmt.Sprintf("binding of %s to exchange %q", describe("queue", spec.Name, spec.Origin), b.Exchange)
 			return &TopologyError{Object: obj, Err: err}
 		}
+	}
+	if known {
+		f := c.fetcher(spec.Name)
+		f.mu.Lock()
+		f.prefetch = !spec.Quorum
+		f.mu.Unlock()
 	}
 	c.declared.Store(spec.Name, struct{}{})
 	return nil

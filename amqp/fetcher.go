@@ -17,9 +17,11 @@ import (
 // only makes that queue's reservations stale, never another queue's.
 //
 // Gets use basic.get: a message leaves the queue only when a client asked.
-// Waits (kestrel's /t=) use a consumer with a small prefetch window while
-// anybody waits; what arrives beyond the waiters is held for the next get,
-// at most prefetch deliveries and for less than a second, then given back.
+// When a classic queue is busy (gets back to back), a consumer prefetches
+// for the gets, saving them the broker round trip. Waits (kestrel's /t=)
+// use a consumer too, while anybody waits. What a consumer brings beyond
+// what gets and waiters claim is held at most prefetch deliveries and for
+// less than a second, then given back with basic.nack.
 const (
 	// maxQueueChannels bounds the concurrent basic.get RPCs per queue.
 	maxQueueChannels = 8
@@ -32,8 +34,16 @@ const (
 	janitorTick   = 250 * time.Millisecond
 	// idleAfter: no wait for this long cancels the consumer.
 	idleAfter = time.Second
-	// defaultPrefetch bounds what the wait consumer holds unclaimed.
+	// defaultPrefetch bounds what a wait consumer holds unclaimed.
 	defaultPrefetch = 8
+	// defaultHotPrefetch is the window of a consumer that serves gets of a
+	// busy classic queue.
+	defaultHotPrefetch = 64
+	// hotWindow: a get within this of the previous one makes the queue hot.
+	hotWindow = 200 * time.Millisecond
+	// missGrace: how long a get of a hot queue waits for a delivery that
+	// may be on its way before it answers a miss.
+	missGrace = 5 * time.Millisecond
 )
 
 // ErrQueueNotFound: the queue does not exist (any more); the broker closed
@@ -53,6 +63,13 @@ type fetcher struct {
 	buf      []buffered      // guarded by mu: unclaimed prefetched deliveries, oldest first
 	waiters  []chan *Delivery
 	lastWait time.Time
+	lastGet  time.Time
+	// prefetch: the queue is known to be classic (we declared it), so gets
+	// may prefetch. Never for quorum or unknown queues: before RabbitMQ
+	// 4.3 every message given back counts toward a quorum delivery limit.
+	prefetch bool
+	// arrived is closed and replaced whenever a delivery is buffered.
+	arrived chan struct{}
 }
 
 type buffered struct {
@@ -74,7 +91,7 @@ func (c *Client) fetcher(queue string) *fetcher {
 	defer c.fmu.Unlock()
 	f := c.fetchers[queue]
 	if f == nil {
-		f = &fetcher{c: c, queue: queue}
+		f = &fetcher{c: c, queue: queue, arrived: make(chan struct{})}
 		f.opened = sync.NewCond(&f.mu)
 		c.fetchers[queue] = f
 	}
@@ -86,10 +103,44 @@ func (c *Client) fetcher(queue string) *fetcher {
 func (f *fetcher) get() (*Delivery, error) {
 	f.mu.Lock()
 	d := f.popLocked()
+	now := time.Now()
+	hot := now.Sub(f.lastGet) < hotWindow
+	f.lastGet = now
+	if d == nil && hot && f.prefetch && !f.running {
+		f.startLocked()
+	}
+	consuming := f.running
+	arrived := f.arrived
 	f.mu.Unlock()
 	if d != nil {
 		return d, nil
 	}
+	d, err := f.basicGet()
+	if d != nil || err != nil || !consuming {
+		return d, err
+	}
+	// The queue looked empty, but a message may be on its way to our
+	// consumer: give it a moment rather than answer a miss that is not.
+	t := time.NewTimer(missGrace)
+	defer t.Stop()
+	select {
+	case <-arrived:
+	case <-t.C:
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.popLocked(), nil
+}
+
+func (f *fetcher) startLocked() {
+	f.running = true
+	if !f.c.goFetch(f.consume) {
+		f.running = false
+	}
+}
+
+// basicGet fetches one message with basic.get.
+func (f *fetcher) basicGet() (*Delivery, error) {
 	qc, err := f.channel()
 	if err != nil {
 		return nil, err
@@ -224,10 +275,7 @@ func (f *fetcher) wait(ctx context.Context, timeout time.Duration) *Delivery {
 	ch := make(chan *Delivery, 1)
 	f.waiters = append(f.waiters, ch)
 	if !f.running {
-		f.running = true
-		if !f.c.goFetch(f.consume) {
-			f.running = false
-		}
+		f.startLocked()
 	}
 	f.mu.Unlock()
 
@@ -261,8 +309,16 @@ func (f *fetcher) wait(ctx context.Context, timeout time.Duration) *Delivery {
 // waits, and keeps the channel until its deliveries are settled.
 func (f *fetcher) consume() {
 	qc, err := f.open()
+	f.mu.Lock()
+	prefetch := f.c.opts.Prefetch
+	if f.prefetch {
+		// Claimed deliveries count against the window: leave room for
+		// many clients holding one each.
+		prefetch = f.c.opts.HotPrefetch
+	}
+	f.mu.Unlock()
 	if err == nil {
-		if err = qc.ch.Qos(f.c.opts.Prefetch, 0, false); err != nil {
+		if err = qc.ch.Qos(prefetch, 0, false); err != nil {
 			_ = qc.ch.Close()
 		}
 	}
@@ -301,6 +357,8 @@ func (f *fetcher) consume() {
 				w <- d
 			} else {
 				f.buf = append(f.buf, buffered{d: d, at: time.Now()})
+				close(f.arrived)
+				f.arrived = make(chan struct{})
 			}
 			f.mu.Unlock()
 
@@ -364,7 +422,7 @@ func (f *fetcher) expire(now time.Time) (back []*Delivery, idle bool) {
 	}
 	clear(f.buf[len(keep):])
 	f.buf = keep
-	return back, len(f.waiters) == 0 && now.Sub(f.lastWait) > idleAfter
+	return back, len(f.waiters) == 0 && now.Sub(f.lastWait) > idleAfter && now.Sub(f.lastGet) > idleAfter
 }
 
 // closeIdle closes get channels unused for channelIdle with nothing

@@ -32,6 +32,9 @@ type Options struct {
 	// Prefetch bounds the unclaimed deliveries a waiting (kestrel /t=)
 	// consumer holds (default 8).
 	Prefetch int
+	// HotPrefetch is the window of the consumer that serves gets of a busy
+	// classic queue (default 64).
+	HotPrefetch int
 	// ConfirmTimeout bounds the wait for a publisher confirm (default 5s).
 	ConfirmTimeout time.Duration
 	// Heartbeat is the AMQP heartbeat (default 10s).
@@ -81,6 +84,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Prefetch <= 0 {
 		o.Prefetch = defaultPrefetch
+	}
+	if o.HotPrefetch <= 0 {
+		o.HotPrefetch = defaultHotPrefetch
 	}
 	if o.ConfirmTimeout <= 0 {
 		o.ConfirmTimeout = 5 * time.Second

@@ -253,10 +253,10 @@ func TestStats(t *testing.T) {
 	}
 	want := map[string]string{
 		"cmd_set": "2", "cmd_get": "1", "get_hits": "1", "get_misses": "0", "curr_connections": "1",
-		"version":                             Version,
-		"queue_" + q + "_items":               "1",
-		"queue_" + q + "_open_transactions":   "1",
-		"queue_" + q + "_total_items":         "2",
+		"version":                           Version,
+		"queue_" + q + "_items":             "1",
+		"queue_" + q + "_open_transactions": "1",
+		"queue_" + q + "_total_items":       "2",
 	}
 	for k, v := range want {
 		if stats[k] != v {

@@ -74,6 +74,7 @@ func New(cfg *config.Config, broker *amqp.Client, obs *Observer, opts Options) *
 		cancel:   cancel,
 		conns:    make(map[*conn]struct{}),
 	}
+	obs.metrics.configure(cfg)
 	obs.srv.Store(s)
 	return s
 }
@@ -83,7 +84,6 @@ func New(cfg *config.Config, broker *amqp.Client, obs *Observer, opts Options) *
 type Observer struct {
 	metrics *metrics
 	srv     atomic.Pointer[Server]
-	up      sync.Map // "role/index" -> bool
 }
 
 // NewObserver registers the gateway's metrics on reg (nil: unregistered).
@@ -96,15 +96,7 @@ var _ amqp.Observer = (*Observer)(nil)
 // ConnectionUp implements amqp.Observer. A role's gauge is 1 only when all
 // of its connections are up.
 func (o *Observer) ConnectionUp(role amqp.Role, index int, up bool) {
-	o.up.Store(fmt.Sprintf("%s/%d", role, index), up)
-	all := 1.0
-	o.up.Range(func(k, v any) bool {
-		if key := k.(string); len(key) > len(role) && key[:len(role)] == string(role) && !v.(bool) {
-			all = 0
-		}
-		return true
-	})
-	o.metrics.amqpUp.WithLabelValues(string(role)).Set(all)
+	o.metrics.connectionUp(string(role), index, up)
 }
 
 // Reconnected implements amqp.Observer.

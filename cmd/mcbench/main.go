@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"sync"
@@ -47,6 +48,8 @@ type options struct {
 	url      string
 	addr     string
 	rounds   int
+	pubChans int
+	cpuProf  string
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -58,6 +61,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&o.url, "amqp", "amqp://guest:guest@127.0.0.1:5672/", "broker URL")
 	fs.StringVar(&o.addr, "addr", "", "gateway address; empty starts one in this process")
 	fs.IntVar(&o.rounds, "rounds", 1, "repeat the whole comparison")
+	fs.IntVar(&o.pubChans, "publish-channels", 0, "gateway publish channels (0: the gateway's default)")
+	fs.StringVar(&o.cpuProf, "cpuprofile", "", "write a CPU profile of the gateway workloads to `file`")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -67,7 +72,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 	addr := o.addr
 	if addr == "" {
-		stopGW, a, err := startGateway(o.url)
+		stopGW, a, err := startGateway(o.url, o.pubChans)
 		if err != nil {
 			return err
 		}
@@ -121,8 +126,16 @@ func compare(ctx context.Context, o options, addr string, out io.Writer, round i
 	}{
 		{"raw publish+confirm", func() (result, error) { return rawPublish(o, queue) }},
 		{"raw consume+ack", func() (result, error) { return rawConsume(o, queue) }},
-		{"gateway set", func() (result, error) { return gatewaySet(o, addr, queue) }},
-		{"gateway get+delete", func() (result, error) { return gatewayGetDelete(o, addr, queue) }},
+		{"gateway set", func() (result, error) {
+			stop := profile(o.cpuProf, "set")
+			defer stop()
+			return gatewaySet(o, addr, queue)
+		}},
+		{"gateway get+delete", func() (result, error) {
+			stop := profile(o.cpuProf, "get")
+			defer stop()
+			return gatewayGetDelete(o, addr, queue)
+		}},
 		{"raw publish+confirm (after)", func() (result, error) { return rawPublish(o, queue) }},
 		{"raw consume+ack (after)", func() (result, error) { return rawConsume(o, queue) }},
 	}
@@ -402,13 +415,13 @@ func (t *tally) check() (lost, dup int) {
 }
 
 // startGateway runs mcbridge in this process on a free port.
-func startGateway(url string) (stop func(), addr string, err error) {
+func startGateway(url string, publishChannels int) (stop func(), addr string, err error) {
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.MetricsListen = ""
 	log := slog.New(slog.DiscardHandler)
 	obs := bridge.NewObserver(nil)
-	broker := amqp.New(amqp.Options{URLs: []string{url}, ConnectionName: "mcbench", Observer: obs, Logger: log})
+	broker := amqp.New(amqp.Options{URLs: []string{url}, ConnectionName: "mcbench", Observer: obs, Logger: log, PublishChannels: publishChannels})
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	if err := broker.Start(ctx); err != nil {
@@ -436,6 +449,26 @@ func startGateway(url string) (stop func(), addr string, err error) {
 		<-done
 		broker.Close()
 	}, ln.Addr().String(), nil
+}
+
+// profile records a CPU profile to file.<name> until stop is called.
+func profile(file, name string) (stop func()) {
+	if file == "" {
+		return func() {}
+	}
+	f, err := os.Create(file + "." + name)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mcbench: profile:", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 func redact(raw string) string {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"github.com/mcbridge/mcbridge/amqp"
 	"github.com/mcbridge/mcbridge/bridge"
 	"github.com/mcbridge/mcbridge/config"
+	"github.com/mcbridge/mcbridge/internal/tlsconf"
 )
 
 // shutdownGrace is how long a graceful stop waits for commands in hand
@@ -99,7 +98,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	)
 	obs := bridge.NewObserver(reg)
 
-	brokerTLS, err := clientTLS(cfg.AMQP.TLS)
+	brokerTLS, err := tlsconf.Client(cfg.AMQP.TLS)
 	if err != nil {
 		return err
 	}
@@ -135,7 +134,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	if cfg.TLS.Enabled() {
-		tc, err := serverTLS(cfg.TLS)
+		tc, err := tlsconf.Server(cfg.TLS)
 		if err != nil {
 			ln.Close()
 			return err
@@ -144,12 +143,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 
 	var metricsSrv *http.Server
+	metricsAddr := "disabled"
 	if cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("listen on metrics_listen %s: %w", cfg.MetricsListen, err)
 		}
+		metricsAddr = mln.Addr().String()
 		metricsSrv = &http.Server{Handler: httpHandler(reg, broker), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := metricsSrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -160,7 +161,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("mcbridge serving", "listen", ln.Addr().String(), "metrics", cfg.MetricsListen, "version", bridge.Version)
+	// The addresses logged are the bound ones (port 0 picks a free port).
+	log.Info("mcbridge serving", "listen", ln.Addr().String(), "metrics", metricsAddr, "version", bridge.Version)
 
 	select {
 	case <-ctx.Done():
@@ -185,8 +187,14 @@ func shutdown(srv *bridge.Server, metricsSrv *http.Server) {
 	}
 }
 
-// httpHandler serves /metrics, /healthz and /readyz.
-func httpHandler(reg *prometheus.Registry, broker *amqp.Client) http.Handler {
+// readiness says why the gateway cannot serve yet (nil: ready); the broker
+// client's Ready.
+type readiness interface{ Ready() error }
+
+// httpHandler serves /metrics, /healthz (200 while the process serves) and
+// /readyz (200 only while every broker connection is up and the topology
+// declared, else 503 with the reason).
+func httpHandler(reg *prometheus.Registry, broker readiness) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -200,52 +208,4 @@ func httpHandler(reg *prometheus.Registry, broker *amqp.Client) http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	return mux
-}
-
-func clientTLS(c config.ClientTLS) (*tls.Config, error) {
-	tc := &tls.Config{ServerName: c.ServerName, MinVersion: tls.VersionTLS12}
-	if c.CAFile != "" {
-		pool, err := loadPool(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("amqp.tls.ca_file: %w", err)
-		}
-		tc.RootCAs = pool
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("amqp.tls client certificate: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
-}
-
-func serverTLS(c config.ServerTLS) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("tls certificate: %w", err)
-	}
-	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if c.ClientCAFile != "" {
-		pool, err := loadPool(c.ClientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.client_ca_file: %w", err)
-		}
-		tc.ClientCAs = pool
-		tc.ClientAuth = tls.RequireAndVerifyClientCert
-	}
-	return tc, nil
-}
-
-func loadPool(file string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s: no PEM certificates", file)
-	}
-	return pool, nil
 }

@@ -1,0 +1,307 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	amqp091 "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/goleak"
+
+	"github.com/mcbridge/mcbridge/internal/testbroker"
+)
+
+func TestMain(m *testing.M) {
+	testbroker.MustReach()
+	goleak.VerifyTestMain(m)
+}
+
+// syncBuffer collects log output written by the gateway's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// logLine is one line of -log-format json output.
+type logLine map[string]any
+
+func (l logLine) str(k string) string { s, _ := l[k].(string); return s }
+
+// jsonLines parses every line of out as a JSON log record.
+func jsonLines(t *testing.T, out string) []logLine {
+	t.Helper()
+	var lines []logLine
+	for _, s := range strings.Split(strings.TrimSpace(out), "\n") {
+		if s == "" {
+			continue
+		}
+		var l logLine
+		if err := json.Unmarshal([]byte(s), &l); err != nil {
+			t.Fatalf("log line is not JSON: %q: %v", s, err)
+		}
+		for _, k := range []string{"time", "level", "msg"} {
+			if _, ok := l[k]; !ok {
+				t.Fatalf("log line without %q: %q", k, s)
+			}
+		}
+		lines = append(lines, l)
+	}
+	return lines
+}
+
+// gateway is one mcbridge process, run in-process through run().
+type gateway struct {
+	t        *testing.T
+	mcAddr   string // memcache port
+	httpAddr string // metrics_listen
+	logs     *syncBuffer
+	cancel   context.CancelFunc
+	done     chan error
+}
+
+// startRun writes yamlText to a config file and runs mcbridge on it with
+// -log-format json and the extra flags. yamlText should listen on port 0;
+// the bound addresses are read from the "mcbridge serving" log line. The
+// gateway stops gracefully when the test ends.
+func startRun(t *testing.T, yamlText string, extra ...string) *gateway {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "mcbridge.yml")
+	if err := os.WriteFile(file, []byte(yamlText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &gateway{t: t, logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	args := append([]string{"-config", file, "-log-format", "json"}, extra...)
+	go func() { g.done <- run(ctx, args, io.Discard, g.logs) }()
+	t.Cleanup(g.stop)
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		for _, l := range jsonLines(t, g.logs.String()) {
+			if l.str("msg") == "mcbridge serving" {
+				g.mcAddr, g.httpAddr = l.str("listen"), l.str("metrics")
+				return g
+			}
+		}
+		select {
+		case err := <-g.done:
+			g.done <- err
+			t.Fatalf("mcbridge stopped before serving: %v\nlogs:\n%s", err, g.logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mcbridge did not log \"mcbridge serving\" within 30s; logs:\n%s", g.logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// stop cancels the process context (SIGTERM) and waits for run to return.
+func (g *gateway) stop() {
+	if g.cancel == nil {
+		return
+	}
+	g.cancel()
+	g.cancel = nil
+	select {
+	case err := <-g.done:
+		if err != nil {
+			g.t.Errorf("run returned %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		g.t.Errorf("run did not return within 30s of the stop")
+	}
+}
+
+// httpClient keeps no idle connections, so no goroutine outlives a test.
+var httpClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
+// get fetches path from the metrics listener.
+func (g *gateway) get(path string) (int, string) {
+	g.t.Helper()
+	resp, err := httpClient.Get("http://" + g.httpAddr + path)
+	if err != nil {
+		g.t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		g.t.Fatalf("GET %s: %v", path, err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// scrape is one parsed GET /metrics.
+type scrape struct {
+	text string
+	fams map[string]*dto.MetricFamily
+}
+
+func (g *gateway) scrape() scrape {
+	g.t.Helper()
+	code, body := g.get("/metrics")
+	if code != http.StatusOK {
+		g.t.Fatalf("GET /metrics: %d\n%s", code, body)
+	}
+	return parseScrape(g.t, body)
+}
+
+func parseScrape(t *testing.T, body string) scrape {
+	t.Helper()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	return scrape{text: body, fams: fams}
+}
+
+// value is the sample of family name whose labels are exactly labels
+// ("k=v" pairs); a histogram yields its count. A missing series is 0, as
+// Prometheus's increase() would see it.
+func (s scrape) value(name string, labels ...string) float64 {
+	f := s.fams[name]
+	if f == nil {
+		return 0
+	}
+	want := map[string]string{}
+	for _, kv := range labels {
+		k, v, _ := strings.Cut(kv, "=")
+		want[k] = v
+	}
+next:
+	for _, m := range f.GetMetric() {
+		if len(m.GetLabel()) != len(want) {
+			continue
+		}
+		for _, lp := range m.GetLabel() {
+			if v, ok := want[lp.GetName()]; !ok || v != lp.GetValue() {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount())
+		case m.Untyped != nil:
+			return m.Untyped.GetValue()
+		}
+	}
+	return 0
+}
+
+// mcClient is a raw memcache text-protocol connection that checks exact
+// replies and counts the bytes each way.
+type mcClient struct {
+	t          *testing.T
+	nc         net.Conn
+	r          *bufio.Reader
+	sent, recv int
+}
+
+func dialMC(t *testing.T, addr string) *mcClient {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return &mcClient{t: t, nc: nc, r: bufio.NewReader(nc)}
+}
+
+// do sends cmd and expects exactly want back.
+func (c *mcClient) do(cmd, want string) {
+	c.t.Helper()
+	_ = c.nc.SetDeadline(time.Now().Add(15 * time.Second))
+	if _, err := io.WriteString(c.nc, cmd); err != nil {
+		c.t.Fatalf("send %q: %v", cmd, err)
+	}
+	c.sent += len(cmd)
+	got := make([]byte, len(want))
+	if n, err := io.ReadFull(c.r, got); err != nil {
+		c.t.Fatalf("%q: want %q, got %q: %v", cmd, want, got[:n], err)
+	}
+	if string(got) != want {
+		c.t.Fatalf("%q: want %q, got %q", cmd, want, got)
+	}
+	c.recv += len(want)
+}
+
+// quit sends quit and waits for the server to close the connection.
+func (c *mcClient) quit() {
+	c.t.Helper()
+	c.do("quit\r\n", "")
+	_ = c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if b, err := c.r.ReadByte(); err == nil {
+		c.t.Fatalf("connection still open after quit: read %q", b)
+	}
+}
+
+// readyCount is the broker's own count of ready messages in queue.
+func readyCount(t *testing.T, conn *amqp091.Connection, queue string) int {
+	t.Helper()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatalf("open channel: %v", err)
+	}
+	defer ch.Close()
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	if err != nil {
+		t.Fatalf("passive declare %s: %v", queue, err)
+	}
+	return q.Messages
+}
+
+// repoRoot is the module root, two levels above this package.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("repo root not found at %s: %v", root, err)
+	}
+	return root
+}
+
+// testYAML is a config on free ports with one YAML queue (its own metric
+// label); any other key shares queue="_auto".
+func testYAML(t *testing.T, queue string) string {
+	return fmt.Sprintf(`listen: 127.0.0.1:0
+metrics_listen: 127.0.0.1:0
+amqp:
+  connection_name: mcbridge-test-%s
+queues:
+  - name: %s
+`, t.Name(), queue)
+}
