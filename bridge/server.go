@@ -39,6 +39,10 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// Warnings that a fault could repeat for every command are limited
+	// to one line per interval.
+	publishFailLog, refusedLog, flushAllLog logLimiter
+
 	mu       sync.Mutex
 	ln       net.Listener       // guarded by mu
 	conns    map[*conn]struct{} // guarded by mu
@@ -49,8 +53,6 @@ type Server struct {
 // Options for New.
 type Options struct {
 	Logger *slog.Logger
-	// Registerer receives the gateway's metrics; nil keeps them private.
-	Registerer prometheus.Registerer
 }
 
 // New returns a server for cfg. Wire its Observer into the amqp options
@@ -223,6 +225,15 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
+// logLimiter lets one log line through per interval.
+type logLimiter struct{ next atomic.Int64 }
+
+func (l *logLimiter) allow(every time.Duration) bool {
+	now := time.Now().UnixNano()
+	n := l.next.Load()
+	return now >= n && l.next.CompareAndSwap(n, now+int64(every))
+}
+
 // Addr is the listening address (useful with 127.0.0.1:0).
 func (s *Server) Addr() net.Addr {
 	s.mu.Lock()
@@ -246,7 +257,9 @@ func (s *Server) accept(nc net.Conn) {
 	if len(s.conns) >= s.cfg.Limits.MaxConnections {
 		s.mu.Unlock()
 		s.stats.rejectedConns.Add(1)
-		s.log.Warn("connection refused: max_connections reached", "remote", nc.RemoteAddr().String(), "max", s.cfg.Limits.MaxConnections)
+		if s.refusedLog.allow(10 * time.Second) {
+			s.log.Warn("connections refused: max_connections reached", "remote", nc.RemoteAddr().String(), "max", s.cfg.Limits.MaxConnections, "refused_total", s.stats.rejectedConns.Load())
+		}
 		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
 		_, _ = nc.Write([]byte(tooManyConnections))
 		nc.Close()

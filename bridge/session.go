@@ -110,8 +110,8 @@ func (s *session) store(ctx context.Context, key string, flags uint32, exptime i
 	}
 	srv.metrics.publishDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
-		if !errors.Is(err, amqp.ErrUnroutable) && !errors.Is(err, amqp.ErrNacked) {
-			srv.log.Warn("publish failed", "err", err)
+		if !errors.Is(err, amqp.ErrUnroutable) && !errors.Is(err, amqp.ErrNacked) && srv.publishFailLog.allow(10*time.Second) {
+			srv.log.Warn("publish failed; sets answer SERVER_ERROR", "err", err)
 		}
 		return brokerError(err)
 	}
