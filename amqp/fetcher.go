@@ -305,39 +305,58 @@ func (f *fetcher) wait(ctx context.Context, timeout time.Duration) *Delivery {
 	}
 }
 
-// consume runs the wait consumer on a channel of its own while anybody
-// waits, and keeps the channel until its deliveries are settled.
+// consume runs a consumer for the queue while gets are busy or anybody
+// waits, and keeps its channel until its deliveries are settled.
 func (f *fetcher) consume() {
+	for {
+		qc, deliveries, tag, window, err := f.startConsumer()
+		if err != nil {
+			f.c.opts.Logger.Debug("consumer not started", "queue", f.queue, "err", err)
+			f.mu.Lock()
+			f.running = false
+			f.mu.Unlock()
+			return
+		}
+		if !f.serveConsumer(qc, deliveries, tag, window) {
+			return
+		}
+	}
+}
+
+func (f *fetcher) startConsumer() (*queueChannel, <-chan amqp091.Delivery, string, int, error) {
 	qc, err := f.open()
+	if err != nil {
+		return nil, nil, "", 0, err
+	}
 	f.mu.Lock()
-	prefetch := f.c.opts.Prefetch
+	window := f.c.opts.Prefetch
 	if f.prefetch {
 		// Claimed deliveries count against the window: leave room for
 		// many clients holding one each.
-		prefetch = f.c.opts.HotPrefetch
+		window = f.c.opts.HotPrefetch
 	}
 	f.mu.Unlock()
-	if err == nil {
-		if err = qc.ch.Qos(prefetch, 0, false); err != nil {
-			_ = qc.ch.Close()
-		}
+	if err := qc.ch.Qos(window, 0, false); err != nil {
+		_ = qc.ch.Close()
+		return nil, nil, "", 0, err
 	}
-	var deliveries <-chan amqp091.Delivery
 	tag := f.c.consumerTag()
-	if err == nil {
-		if deliveries, err = qc.ch.Consume(f.queue, tag, false, false, false, false, nil); err != nil {
-			_ = qc.ch.Close()
-		}
-	}
+	deliveries, err := qc.ch.Consume(f.queue, tag, false, false, false, false, nil)
 	if err != nil {
-		f.c.opts.Logger.Debug("wait consumer not started", "queue", f.queue, "err", err)
-		f.mu.Lock()
-		f.running = false
-		f.mu.Unlock()
-		return
+		_ = qc.ch.Close()
+		return nil, nil, "", 0, err
 	}
+	return qc, deliveries, tag, window, nil
+}
+
+// serveConsumer hands the consumer's deliveries to waiters and the buffer.
+// It returns true when the consumer was retired and a fresh one should
+// start: reservations that clients hold count against the window, and a
+// window full of them would starve waiters while the queue has messages.
+// The retired channel stays open for those reservations, as a get channel.
+func (f *fetcher) serveConsumer(qc *queueChannel, deliveries <-chan amqp091.Delivery, tag string, window int) (retired bool) {
 	closed := qc.ch.NotifyClose(make(chan *amqp091.Error, 1))
-	consuming := true
+	consuming, retiring := true, false
 	tick := time.NewTicker(janitorTick)
 	defer tick.Stop()
 	for {
@@ -346,6 +365,12 @@ func (f *fetcher) consume() {
 			if !ok {
 				// Cancelled by us, or by the broker (queue deleted).
 				deliveries, consuming = nil, false
+				if retiring {
+					f.mu.Lock()
+					f.chans = append(f.chans, qc)
+					f.mu.Unlock()
+					return true
+				}
 				continue
 			}
 			d := qc.track(newDelivery(f.queue, qc.ch, &m))
@@ -367,15 +392,20 @@ func (f *fetcher) consume() {
 			f.running = false
 			f.buf = nil
 			f.mu.Unlock()
-			return
+			return false
 
 		case <-tick.C:
-			back, idle := f.expire(time.Now())
+			back, idle, held := f.expire(time.Now(), qc)
 			for _, d := range back {
 				f.c.noteGivenBack(d.MessageID)
 				_ = d.giveBack()
 			}
 			switch {
+			case retiring:
+				// Waiting for the cancelled consumer's last deliveries.
+			case consuming && held >= window/2:
+				consuming, retiring = false, true
+				_ = qc.ch.Cancel(tag, false)
 			case idle && consuming:
 				consuming = false
 				// Deliveries already under way still arrive; then the
@@ -387,11 +417,12 @@ func (f *fetcher) consume() {
 					f.running = false
 					f.mu.Unlock()
 					_ = qc.ch.Close()
-					return
+					return false
 				}
 				f.mu.Unlock()
 			case !idle && deliveries == nil:
-				// Waited on again before the channel was released.
+				// Wanted again before the channel was released.
+				var err error
 				tag = f.c.consumerTag()
 				if deliveries, err = qc.ch.Consume(f.queue, tag, false, false, false, false, nil); err == nil {
 					consuming = true
@@ -402,27 +433,39 @@ func (f *fetcher) consume() {
 
 		case <-f.c.runCtx.Done():
 			// Closing the connection requeues whatever is unacked.
-			return
+			return false
 		}
 	}
 }
 
-// expire takes the prefetched deliveries that waited too long, and says
-// whether nobody has waited for a while.
-func (f *fetcher) expire(now time.Time) (back []*Delivery, idle bool) {
+// expire takes the prefetched deliveries that waited too long, says whether
+// nobody has wanted the queue for a while, and how many of qc's deliveries
+// clients hold.
+func (f *fetcher) expire(now time.Time, qc *queueChannel) (back []*Delivery, idle bool, held int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	keep := f.buf[:0]
+	buffered := 0
 	for _, b := range f.buf {
 		if now.Sub(b.at) > giveBackAfter {
 			back = append(back, b.d)
-		} else {
-			keep = append(keep, b)
+			if b.d.ch == qc.ch {
+				buffered++
+			}
+			continue
+		}
+		keep = append(keep, b)
+		if b.d.ch == qc.ch {
+			buffered++
 		}
 	}
 	clear(f.buf[len(keep):])
 	f.buf = keep
-	return back, len(f.waiters) == 0 && now.Sub(f.lastWait) > idleAfter && now.Sub(f.lastGet) > idleAfter
+	// Deliveries of qc that clients hold: outstanding, less the buffered
+	// ones (including those about to be given back).
+	held = int(qc.outstanding.Load()) - buffered
+	idle = len(f.waiters) == 0 && now.Sub(f.lastWait) > idleAfter && now.Sub(f.lastGet) > idleAfter
+	return back, idle, held
 }
 
 // closeIdle closes get channels unused for channelIdle with nothing
