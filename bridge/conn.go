@@ -144,11 +144,10 @@ func (c *conn) loop() closeReason {
 		if err != nil {
 			return c.readFailure(err, closeIdleTimeout)
 		}
-		if first[0] == 0x80 {
-			// The binary protocol's magic byte. Not spoken yet: close
-			// rather than answer text the client cannot parse.
-			c.srv.log.Warn("binary protocol client refused", "remote", c.nc.RemoteAddr().String())
-			return closeUnsupportedFraming
+		if first[0] == mcproto.BinaryRequestMagic {
+			// The binary protocol's magic byte: the connection speaks
+			// binary for the rest of its life.
+			return c.binaryLoop()
 		}
 		// Once a command has started, the rest of it (and its data
 		// block) must arrive within read_timeout: slow or stuck senders

@@ -66,6 +66,14 @@ func (c *conn) dispatch(cmd *mcproto.Command) (quit bool) {
 	case mcproto.OpQuit:
 		c.count(cmd, resultOK)
 		return true
+	case mcproto.OpMetaGet:
+		c.metaGet(cmd)
+	case mcproto.OpMetaSet:
+		c.metaSet(cmd)
+	case mcproto.OpMetaDelete:
+		c.metaDelete(cmd)
+	case mcproto.OpMetaNoop:
+		c.metaNoop(cmd)
 	case mcproto.OpAdd, mcproto.OpReplace, mcproto.OpAppend, mcproto.OpPrepend, mcproto.OpIncr, mcproto.OpDecr:
 		c.count(cmd, resultClientError)
 		if !cmd.Noreply {

@@ -68,7 +68,7 @@ func checkedParse(t *testing.T, r *bufio.Reader) []string {
 			if len(c.Keys) == 0 {
 				t.Fatalf("%v without keys", c.Op)
 			}
-		case c.Op.IsStorage(), c.Op == OpDelete, c.Op == OpTouch, c.Op == OpIncr, c.Op == OpDecr:
+		case c.Op.IsStorage(), c.Op == OpDelete, c.Op == OpTouch, c.Op == OpIncr, c.Op == OpDecr, c.Op == OpMetaGet, c.Op == OpMetaDelete:
 			if len(c.Keys) != 1 {
 				t.Fatalf("%v with %d keys", c.Op, len(c.Keys))
 			}

@@ -25,6 +25,10 @@ const (
 	OpVerbosity
 	OpQuit
 	OpFlushAll
+	OpMetaGet    // mg
+	OpMetaSet    // ms
+	OpMetaDelete // md
+	OpMetaNoop   // mn
 	numOps
 )
 
@@ -50,6 +54,11 @@ var opNames = [numOps]string{
 	OpVerbosity: "verbosity",
 	OpQuit:      "quit",
 	OpFlushAll:  "flush_all",
+
+	OpMetaGet:    "mg",
+	OpMetaSet:    "ms",
+	OpMetaDelete: "md",
+	OpMetaNoop:   "mn",
 }
 
 // String returns the command word ("get", "flush_all", ...), or "unknown".
@@ -67,9 +76,14 @@ func (o Op) IsRetrieval() bool {
 }
 
 // IsStorage reports whether o is followed by a data block (set, cas, add, replace, append,
-// prepend).
+// prepend, ms).
 func (o Op) IsStorage() bool {
-	return o >= OpSet && o <= OpPrepend
+	return o >= OpSet && o <= OpPrepend || o == OpMetaSet
+}
+
+// IsMeta reports whether o is a meta command (mg, ms, md, mn).
+func (o Op) IsMeta() bool {
+	return o >= OpMetaGet && o <= OpMetaNoop
 }
 
 // lookupOp maps a command word to its Op. Commands are case-sensitive, as in memcached. The
@@ -114,6 +128,14 @@ func lookupOp(b []byte) Op {
 		return OpQuit
 	case "flush_all":
 		return OpFlushAll
+	case "mg":
+		return OpMetaGet
+	case "ms":
+		return OpMetaSet
+	case "md":
+		return OpMetaDelete
+	case "mn":
+		return OpMetaNoop
 	}
 	return OpUnknown
 }

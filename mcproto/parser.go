@@ -52,8 +52,9 @@ type Command struct {
 	Cas     uint64   // cas
 	Delta   uint64   // incr/decr
 	Noreply bool
-	Data    []byte   // the data block of set/cas/add/replace/append/prepend, without its trailing \r\n
-	Args    [][]byte // stats: its arguments ("queue", "settings"); verbosity: the level; flush_all: the optional delay
+	Data    []byte    // the data block of set/cas/add/replace/append/prepend, without its trailing \r\n
+	Args    [][]byte  // stats: its arguments ("queue", "settings"); verbosity: the level; flush_all: the optional delay
+	Meta    MetaFlags // mg, ms, md: the flags (Keys[0] is the key, decoded when base64; Flags, Exptime, Cas hold F, T, C)
 }
 
 // Parser reads commands from a *bufio.Reader. It is a single pass over the bytes of each line
@@ -68,11 +69,12 @@ type Parser struct {
 	maxItemSize int
 
 	cmd  Command
-	line []byte   // the current line, terminator included while it is being assembled
-	toks [][]byte // tokens of the current line, sub-slices of line
-	data []byte   // data block plus its CR LF
-	off  int64    // bytes consumed from r, for error snippets
-	last []byte   // the current line without its terminator, for Line
+	line []byte          // the current line, terminator included while it is being assembled
+	toks [][]byte        // tokens of the current line, sub-slices of line
+	data []byte          // data block plus its CR LF
+	off  int64           // bytes consumed from r, for error snippets
+	last []byte          // the current line without its terminator, for Line
+	key  [MaxKeyLen]byte // a meta command's base64 key, decoded
 }
 
 // NewParser reads commands from r. maxItemSize bounds a data block (limits.max_item_size); a
@@ -154,6 +156,12 @@ func (p *Parser) Next() (*Command, error) {
 		err = p.parseVerbosity(args)
 	case OpFlushAll:
 		err = p.parseFlushAll(args)
+	case OpMetaGet, OpMetaDelete:
+		err = p.parseMeta(args)
+	case OpMetaSet:
+		err = p.parseMetaSet(args)
+	case OpMetaNoop:
+		// memcached ignores anything after mn.
 	}
 	if err != nil {
 		// The parse functions return these unwrapped; I/O errors come back without the Command.
@@ -371,13 +379,24 @@ func (p *Parser) parseStorage(args [][]byte) error {
 		valid = false // the byte count is still where it belongs, so the block is swallowed
 	}
 
-	if !valid || n > p.maxItemSize {
-		// Swallow the block and its CR LF unread, without allocating for it.
+	var bad error
+	if !valid {
+		bad = errBadFormat
+	}
+	return p.readBlock(n, bad)
+}
+
+// readBlock reads a data block of n bytes and its CR LF into Command.Data. When bad is not nil,
+// or n is over the item size limit, the block is swallowed unread, without allocating for it,
+// and bad (or ErrTooLarge) is returned.
+func (p *Parser) readBlock(n int, bad error) error {
+	c := &p.cmd
+	if bad != nil || n > p.maxItemSize {
 		if err := p.skip(n + 2); err != nil {
 			return err
 		}
-		if !valid {
-			return errBadFormat
+		if bad != nil {
+			return bad
 		}
 		return ErrTooLarge
 	}
