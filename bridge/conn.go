@@ -33,7 +33,6 @@ const (
 	closeWriteError
 	closeLineTooLong
 	closeShutdown
-	closeUnsupportedFraming
 	closePanic
 )
 
@@ -55,8 +54,6 @@ func (r closeReason) String() string {
 		return "line too long"
 	case closeShutdown:
 		return "server shutdown"
-	case closeUnsupportedFraming:
-		return "unsupported framing"
 	case closePanic:
 		return "internal error"
 	}
@@ -75,6 +72,9 @@ type conn struct {
 	sess *session
 
 	draining atomic.Bool
+	// started: the connection has sent its first text command, so it is
+	// a text connection for good.
+	started bool
 	// items is reused by retrievals.
 	items []*item
 }
@@ -144,11 +144,13 @@ func (c *conn) loop() closeReason {
 		if err != nil {
 			return c.readFailure(err, closeIdleTimeout)
 		}
-		if first[0] == mcproto.BinaryRequestMagic {
-			// The binary protocol's magic byte: the connection speaks
-			// binary for the rest of its life.
+		if first[0] == mcproto.BinaryRequestMagic && !c.started {
+			// The binary protocol's magic byte opening the connection:
+			// it speaks binary for the rest of its life. Later in a text
+			// connection the byte is just a bad command.
 			return c.binaryLoop()
 		}
+		c.started = true
 		// Once a command has started, the rest of it (and its data
 		// block) must arrive within read_timeout: slow or stuck senders
 		// do not hold a connection forever.

@@ -288,3 +288,14 @@ func TestStats(t *testing.T) {
 		t.Errorf("stats settings amqp.urls = %q: want the password redacted", u)
 	}
 }
+
+// TestBinaryMagicOnlyOpensAConnection: 0x80 picks the binary protocol only
+// as a connection's first byte; later in a text connection it is an unknown
+// command like any other.
+func TestBinaryMagicOnlyOpensAConnection(t *testing.T) {
+	g := startGateway(t, nil)
+	c := g.dial()
+	c.synced()
+	c.do("\x80garbage\r\n", "ERROR\r\n")
+	c.synced()
+}

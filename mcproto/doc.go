@@ -1,8 +1,10 @@
-// Package mcproto reads and writes the memcached text protocol.
+// Package mcproto reads and writes the memcached protocols: the text protocol with its meta
+// commands (mg, ms, md, mn), and the binary protocol.
 //
 // It knows bytes and commands only: no sockets, deadlines or queue semantics. A Parser turns the
-// bytes of a *bufio.Reader into Commands, a Writer turns replies into bytes on a *bufio.Writer, and
-// SplitKey reads the kestrel options (/open, /close, /abort, /peek, /t=<ms>) off a key.
+// bytes of a *bufio.Reader into Commands, a Writer turns replies into bytes on a *bufio.Writer,
+// BinaryReader and BinaryWriter do the same for binary frames, and SplitKey reads the kestrel
+// options (/open, /close, /abort, /peek, /t=<ms>) off a key.
 //
 // Limits: a command line may hold MaxLineLen bytes before its LF or CR LF, a get-family line
 // MaxRetrievalLineLen; a data block at most the parser's maxItemSize. Nothing is buffered past a
