@@ -171,8 +171,12 @@ func (s *supervisor) dial(start int) (*amqp091.Connection, int, error) {
 		props := amqp091.NewConnectionProperties()
 		props.SetClientConnectionName(fmt.Sprintf("%s %s %d", s.opts.ConnectionName, s.role, s.index))
 		conn, err := amqp091.DialConfig(s.opts.URLs[idx], amqp091.Config{
-			Heartbeat:       s.opts.Heartbeat,
-			TLSClientConfig: s.opts.TLS,
+			Heartbeat: s.opts.Heartbeat,
+			// A copy per dial: amqp091-go writes the URL's host into an
+			// empty ServerName, which would race between connections and
+			// pin every later dial (another cluster node) to the first
+			// host's name.
+			TLSClientConfig: s.opts.TLS.Clone(),
 			Properties:      props,
 			Dial:            amqp091.DefaultDial(dialTimeout),
 		})

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -189,15 +188,6 @@ func TestStartWalksURLList(t *testing.T) {
 	}
 }
 
-// rabbitmqctl runs one rabbitmqctl command.
-func rabbitmqctl(t *testing.T, args ...string) {
-	t.Helper()
-	out, err := exec.Command("rabbitmqctl", append([]string{"-q"}, args...)...).CombinedOutput()
-	if err != nil {
-		t.Errorf("rabbitmqctl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
 // A memory alarm blocks publishing: a publish written before the client
 // heard of it gets no confirm (ErrConfirmTimeout at ConfirmTimeout, or
 // ErrBlocked if the block was known first), publishes after it fail fast
@@ -216,13 +206,10 @@ func TestMemoryAlarmBlocksPublishing(t *testing.T) {
 	ctx := ctxT(t)
 	publish(t, c, q, "before")
 
-	cleared := false
-	t.Cleanup(func() {
-		if !cleared {
-			rabbitmqctl(t, "set_vm_memory_high_watermark", "0.4")
-		}
-	})
-	rabbitmqctl(t, "set_vm_memory_high_watermark", "0")
+	// The alarm blocks every publisher on the broker: MemoryAlarm waits
+	// until no other package's tests use it, and restores the watermark
+	// in a cleanup that always runs.
+	clearAlarm := testbroker.MemoryAlarm(t)
 
 	// The first publishes (several in flight on the one channel): either
 	// the client heard of the block already, or they are written and their
@@ -272,8 +259,7 @@ func TestMemoryAlarmBlocksPublishing(t *testing.T) {
 		t.Errorf("Ack under the alarm: %v", err)
 	}
 
-	rabbitmqctl(t, "set_vm_memory_high_watermark", "0.4")
-	cleared = true
+	clearAlarm()
 	testbroker.Eventually(t, 10*time.Second, "the client to hear the unblock", func() bool {
 		return rec.index("blocked false", rec.index("blocked true", 0)) >= 0
 	})

@@ -50,6 +50,10 @@ type pubChannel struct {
 	reqs chan *publishRequest
 	// ready is true while a confirm channel and its writer serve reqs.
 	ready atomic.Bool
+	// alive is true while the slot runs on a live connection, including
+	// while it replaces its channel: what is queued in reqs then is
+	// written on the next channel, and failed when the slot stops.
+	alive atomic.Bool
 	// replace asks the slot to drop its channel (a confirm never came).
 	replace chan struct{}
 	// inflight counts publishes written but not confirmed, to pick the
@@ -116,6 +120,7 @@ func (p *publisher) onUp(ctx context.Context, conn *amqp091.Connection, wg *sync
 	for i, s := range p.slots {
 		// Usable as soon as the supervisor reports the connection up:
 		// publishes queue in s.reqs until the writer starts.
+		s.alive.Store(true)
 		s.ready.Store(true)
 		wg.Add(1)
 		go func() {
@@ -155,6 +160,12 @@ func (p *publisher) Publish(ctx context.Context, msg Message) error {
 		// have not been told of yet).
 		return fmt.Errorf("%w: publish queue full", ErrNotConnected)
 	}
+	if !s.alive.Load() {
+		// The slot stopped while we queued: nobody will write what is
+		// queued, so answer it (ours included) now rather than at the
+		// confirm timeout.
+		s.failQueued(ErrNotConnected)
+	}
 	t := time.NewTimer(p.opts.ConfirmTimeout)
 	defer t.Stop()
 	select {
@@ -174,19 +185,28 @@ func (p *publisher) Publish(ctx context.Context, msg Message) error {
 }
 
 // pick returns the ready slot with the fewest publishes in flight, starting
-// the scan at a rotating index so that ties spread.
+// the scan at a rotating index so that ties spread. When no slot is ready
+// but one is replacing its channel on a live connection (after a confirm
+// timeout), the publish waits in that slot's queue for the new channel
+// rather than failing while the broker is fine.
 func (p *publisher) pick() *pubChannel {
 	n := len(p.slots)
 	start := int(p.next.Add(1)) % n
-	var best *pubChannel
+	var best, replacing *pubChannel
 	for i := range n {
 		s := p.slots[(start+i)%n]
 		if !s.ready.Load() {
+			if replacing == nil && s.alive.Load() {
+				replacing = s
+			}
 			continue
 		}
 		if best == nil || s.inflight.Load() < best.inflight.Load() {
 			best = s
 		}
+	}
+	if best == nil {
+		return replacing
 	}
 	return best
 }
@@ -194,10 +214,13 @@ func (p *publisher) pick() *pubChannel {
 // run serves reqs on channel incarnations until the connection closes or ctx
 // ends.
 func (s *pubChannel) run(ctx context.Context, conn *amqp091.Connection, ch *amqp091.Channel) {
+	defer func() {
+		s.alive.Store(false)
+		s.failQueued(ErrNotConnected)
+	}()
 	for {
 		s.serve(ctx, ch)
 		if ctx.Err() != nil || conn.IsClosed() {
-			s.failQueued(ErrNotConnected)
 			return
 		}
 		var err error
@@ -207,7 +230,6 @@ func (s *pubChannel) run(ctx context.Context, conn *amqp091.Connection, ch *amqp
 			}
 			s.p.opts.Logger.Warn("reopen publish channel", "slot", s.id, "err", err)
 			if !sleepCtx(ctx, 200*time.Millisecond) || conn.IsClosed() {
-				s.failQueued(ErrNotConnected)
 				return
 			}
 		}

@@ -29,7 +29,14 @@ then check with: rabbitmqctl await_startup`
 
 // MustReach exits the test binary at once, with instructions, when the
 // broker does not answer an AMQP handshake. Call it from TestMain.
+//
+// It also takes this binary's shared hold on the broker (see Exclusive), so
+// that tests of other packages that disturb the whole broker wait for it.
 func MustReach() {
+	if err := takeShared(); err != nil {
+		fmt.Fprintf(os.Stderr, "testbroker: lock %s: %v\n", lockPath(), err)
+		os.Exit(1)
+	}
 	if err := reach(); err != nil {
 		fmt.Fprintf(os.Stderr, "%s\n\n(%v)\n", howToStart, err)
 		os.Exit(1)

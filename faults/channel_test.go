@@ -1,0 +1,90 @@
+package faults
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mcbridge/mcbridge/internal/testbroker"
+)
+
+// brokerEnv sets a rabbit application variable for the test and restores
+// it (or unsets it) in a cleanup that always runs. Only channels opened
+// afterwards see the new value.
+func brokerEnv(t *testing.T, key, value string) {
+	t.Helper()
+	old, err := testbroker.Rabbitmqctl("eval", fmt.Sprintf("application:get_env(rabbit, %s).", key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old = strings.TrimSpace(old)
+	restore := fmt.Sprintf("application:unset_env(rabbit, %s).", key)
+	if v, ok := strings.CutPrefix(old, "{ok,"); ok {
+		restore = fmt.Sprintf("application:set_env(rabbit, %s, %s).", key, strings.TrimSuffix(v, "}"))
+	}
+	t.Cleanup(func() {
+		if _, err := testbroker.Rabbitmqctl("eval", restore); err != nil {
+			t.Errorf("restore rabbit %s: %v", key, err)
+		}
+	})
+	if _, err := testbroker.Rabbitmqctl("eval", fmt.Sprintf("application:set_env(rabbit, %s, %s).", key, value)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The broker's consumer_timeout closes the channel of a reservation held too
+// long: the reservations on that channel (here two clients' on one queue)
+// are dropped and their messages handed out again, while a reservation on
+// another queue's channel is untouched and its delete still acks.
+func TestConsumerTimeoutHitsOnlyItsChannel(t *testing.T) {
+	start := time.Now()
+	testbroker.Exclusive(t)
+	t.Logf("waited %v for the broker to ourselves", time.Since(start).Round(time.Millisecond))
+	// RabbitMQ checks consumer_timeout on its channel tick (every minute
+	// by default); both are read when a channel opens.
+	brokerEnv(t, "consumer_timeout", "1500")
+	brokerEnv(t, "channel_tick_interval", "250")
+
+	g := startGateway(t, nil, gwOptions{})
+	qa, qb := testbroker.Name(t, "a"), testbroker.Name(t, "b")
+	a, c, b := mustDial(t, g.addr), mustDial(t, g.addr), mustDial(t, g.addr)
+	expect(t, "set", "STORED")(a.set(qa, "a1"))
+	expect(t, "set", "STORED")(a.set(qa, "a2"))
+	wantHit(t, a, qa, "a1")
+	wantHit(t, c, qa, "a2")
+	held := time.Now()
+
+	// b keeps a fresh reservation on qb (its own channel) until qa's
+	// channel is closed by the broker, then acks the one it holds.
+	openOn := func(q string) string {
+		st, err := b.stats("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st["queue_"+q+"_open_transactions"]
+	}
+	dropped := false
+	for i := 0; !dropped; i++ {
+		expect(t, "set", "STORED")(b.set(qb, "b"))
+		wantHit(t, b, qb, "b")
+		dropped = openOn(qa) == "0"
+		expect(t, "delete on the other channel", "DELETED")(b.del(qb))
+		if !dropped && time.Since(held) > 20*time.Second {
+			t.Fatalf("the broker did not close the channel of a reservation held %v (consumer_timeout 1.5s)", time.Since(held))
+		}
+	}
+	t.Logf("consumer_timeout closed the channel %v after the reservation", time.Since(held).Round(time.Millisecond))
+	expect(t, "late delete", "NOT_FOUND")(a.del(qa))
+	expect(t, "late delete", "NOT_FOUND")(c.del(qa))
+	got := drain(t, b, qa)
+	if got["a1"] != 1 || got["a2"] != 1 || len(got) != 2 {
+		t.Errorf("queue %s held %v after the timeout, want a1 and a2 back", qa, got)
+	}
+	if n := queueDepth(t, qb); n != 0 {
+		t.Errorf("queue %s holds %d messages; every delete on it acked", qb, n)
+	}
+	if err := g.broker.Ready(); err != nil {
+		t.Errorf("a channel close took a connection down: %v", err)
+	}
+}
