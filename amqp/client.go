@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +51,11 @@ func New(opts Options) *Client {
 	c.runCtx, c.cancel = context.WithCancel(context.Background())
 	c.pub = newPublisher(&c.opts, "mcb-"+hex.EncodeToString(b[:]))
 	c.pubSup = newSupervisor(RolePublish, 0, &c.opts, c.pub.onUp)
+	c.pubSup.wrap = func(nc net.Conn) net.Conn {
+		cc := newCorkConn(nc)
+		c.pub.cork.Store(cc)
+		return cc
+	}
 	for i := range opts.ConsumeConnections {
 		cc := &consumeConn{}
 		cc.sup = newSupervisor(RoleConsume, i, &c.opts, func(ctx context.Context, conn *amqp091.Connection, wg *sync.WaitGroup) error {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -37,6 +38,9 @@ type supervisor struct {
 	// onUp prepares a fresh connection (channels, topology). The goroutines
 	// it starts must end when the connection closes; they join wg.
 	onUp func(ctx context.Context, conn *amqp091.Connection, wg *sync.WaitGroup) error
+
+	// wrap, when set, wraps each dialled TCP connection (below TLS).
+	wrap func(net.Conn) net.Conn
 
 	first     chan error // result of the first attempt, written once
 	connected atomic.Bool
@@ -178,7 +182,7 @@ func (s *supervisor) dial(start int) (*amqp091.Connection, int, error) {
 			// host's name.
 			TLSClientConfig: s.opts.TLS.Clone(),
 			Properties:      props,
-			Dial:            amqp091.DefaultDial(dialTimeout),
+			Dial:            s.dialer(),
 		})
 		if err == nil {
 			return conn, idx, nil
@@ -187,6 +191,20 @@ func (s *supervisor) dial(start int) (*amqp091.Connection, int, error) {
 		errs = append(errs, fmt.Errorf("dial %s: %s", redact(s.opts.URLs[idx]), redactErr(err, s.opts.URLs[idx])))
 	}
 	return nil, start, errors.Join(errs...)
+}
+
+func (s *supervisor) dialer() func(network, addr string) (net.Conn, error) {
+	dial := amqp091.DefaultDial(dialTimeout)
+	if s.wrap == nil {
+		return dial
+	}
+	return func(network, addr string) (net.Conn, error) {
+		c, err := dial(network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return s.wrap(c), nil
+	}
 }
 
 // backoff is capped exponential with full jitter: min·2^attempt, at most

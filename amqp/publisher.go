@@ -71,6 +71,8 @@ type publisher struct {
 	blocked  atomic.Bool
 	instance string // message-id prefix unique to this process
 	serial   atomic.Uint64
+	// cork wraps the current publish connection's socket.
+	cork atomic.Pointer[corkConn]
 }
 
 func newPublisher(opts *Options, instance string) *publisher {
@@ -327,13 +329,34 @@ func (s *pubChannel) write(ch *amqp091.Channel, prefix string, stop <-chan struc
 		case <-stop:
 			return
 		case req := <-s.reqs:
-			if req.abandoned.Load() {
-				continue
+			// Everything queued behind this publish goes out in the same
+			// write.
+			cork := s.p.cork.Load()
+			if cork != nil {
+				cork.hold()
 			}
-			s.send(ch, prefix, req)
+			for n := 0; req != nil && n < writeBatch; n++ {
+				if !req.abandoned.Load() {
+					s.send(ch, prefix, req)
+				}
+				select {
+				case req = <-s.reqs:
+				default:
+					req = nil
+				}
+			}
+			if req != nil && !req.abandoned.Load() {
+				s.send(ch, prefix, req)
+			}
+			if cork != nil {
+				_ = cork.release()
+			}
 		}
 	}
 }
+
+// writeBatch bounds the publishes written under one cork.
+const writeBatch = 64
 
 func (s *pubChannel) send(ch *amqp091.Channel, prefix string, req *publishRequest) {
 	// Only this goroutine publishes on ch, so the next sequence number is

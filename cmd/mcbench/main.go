@@ -102,8 +102,19 @@ func compare(ctx context.Context, o options, addr string, out io.Writer, round i
 	if err != nil {
 		return err
 	}
-	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
-		return fmt.Errorf("declare queue %q: %w", queue, err)
+	// The gateway declares the queue (auto_declare), as it would for its
+	// users: a classic queue it declared itself is one it may prefetch.
+	mc, err := dialMC(addr)
+	if err != nil {
+		return fmt.Errorf("dial gateway: %w", err)
+	}
+	v, err := mc.get(queue)
+	mc.close()
+	if err != nil || v != nil {
+		return fmt.Errorf("declare queue %q through the gateway: %v %q", queue, err, v)
+	}
+	if _, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("queue %q: %w", queue, err)
 	}
 	defer ch.QueueDelete(queue, false, false, false)
 
@@ -287,7 +298,10 @@ func rawPublish(o options, queue string) (result, error) {
 }
 
 // rawConsume: a channel per client with prefetch 1, consume and ack one at
-// a time, until every message was seen.
+// a time, until every message was seen. Each consumer keeps going until
+// the last message arrived anywhere: with prefetch 1 a consumer that
+// stopped early would sit on a message nobody acks. The latency of an
+// operation is from one ack to the next delivery.
 func rawConsume(o options, queue string) (result, error) {
 	conn, err := amqp091.Dial(o.url)
 	if err != nil {
@@ -295,34 +309,85 @@ func rawConsume(o options, queue string) (result, error) {
 	}
 	defer conn.Close()
 	seen := newTally(o.messages)
-	r, _, err := measure(o, func(c int) (func(int) error, func(), error) {
+	var received atomic.Int64
+	done := make(chan struct{})
+	errs := make(chan error, o.clients)
+	lat := make([][]time.Duration, o.clients)
+	type consumer struct {
+		ch         *amqp091.Channel
+		tag        string
+		deliveries <-chan amqp091.Delivery
+	}
+	consumers := make([]consumer, o.clients)
+	for c := range o.clients {
 		ch, err := conn.Channel()
 		if err != nil {
-			return nil, nil, err
+			return result{}, err
 		}
 		if err := ch.Qos(1, 0, false); err != nil {
-			return nil, nil, err
+			return result{}, err
 		}
 		tag := fmt.Sprintf("mcbench-%d", c)
 		deliveries, err := ch.Consume(queue, tag, false, false, false, false, nil)
 		if err != nil {
-			return nil, nil, err
+			return result{}, err
 		}
-		return func(int) error {
-			select {
-			case d, ok := <-deliveries:
-				if !ok {
-					return errors.New("consumer closed")
+		consumers[c] = consumer{ch, tag, deliveries}
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for c, cs := range consumers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			last := time.Now()
+			for {
+				select {
+				case d, ok := <-cs.deliveries:
+					if !ok {
+						return
+					}
+					lat[c] = append(lat[c], time.Since(last))
+					seen.add(index(d.Body))
+					if err := d.Ack(false); err != nil {
+						errs <- err
+						return
+					}
+					last = time.Now()
+					if received.Add(1) == int64(o.messages) {
+						close(done)
+					}
+				case <-done:
+					return
+				case <-time.After(10 * time.Second):
+					errs <- fmt.Errorf("no delivery within 10s (%d of %d received)", received.Load(), o.messages)
+					return
 				}
-				seen.add(index(d.Body))
-				return d.Ack(false)
-			case <-time.After(10 * time.Second):
-				return errors.New("no delivery within 10s")
 			}
-		}, func() { _ = ch.Cancel(tag, false); ch.Close() }, nil
-	})
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	for _, cs := range consumers {
+		_ = cs.ch.Cancel(cs.tag, false)
+		_ = cs.ch.Close()
+	}
+	select {
+	case err := <-errs:
+		return result{}, err
+	default:
+	}
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	r := result{rate: float64(received.Load()) / elapsed.Seconds()}
+	if len(all) > 0 {
+		r.p50, r.p99 = all[len(all)/2], all[len(all)*99/100]
+	}
 	r.lost, r.dup = seen.check()
-	return r, err
+	return r, nil
 }
 
 // gatewaySet: a memcache connection per client, one set at a time.
