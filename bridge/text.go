@@ -3,6 +3,7 @@ package bridge
 import (
 	"bytes"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/mcbridge/mcbridge/mcproto"
@@ -153,63 +154,40 @@ func (c *conn) set(cmd *mcproto.Command) {
 // cas acks the reservation whose id is the cas unique, from any connection:
 // gomemcache's CompareAndSwap after Get. The data block is ignored.
 func (c *conn) cas(cmd *mcproto.Command) {
-	queue, ok := queueName(cmd.Keys[0])
-	if !ok {
-		c.clientError(cmd)
-		return
-	}
-	if c.sess.ackID(queue, cmd.Cas) {
-		c.srv.stats.deleteHits.Add(1)
-		c.count(cmd, resultStored)
-		if !cmd.Noreply {
-			c.w.Stored()
-		}
-		return
-	}
-	c.srv.stats.deleteMisses.Add(1)
-	c.count(cmd, resultNotFound)
-	if !cmd.Noreply {
-		c.w.NotFound()
-	}
+	st := &c.srv.stats
+	c.onHeld(cmd, func(q string) bool { return c.sess.ackID(q, cmd.Cas) },
+		&st.deleteHits, &st.deleteMisses, resultStored, c.w.Stored)
 }
 
 func (c *conn) delete(cmd *mcproto.Command) {
-	queue, ok := queueName(cmd.Keys[0])
-	if !ok {
-		c.clientError(cmd)
-		return
-	}
-	if c.sess.ack(queue) {
-		c.srv.stats.deleteHits.Add(1)
-		c.count(cmd, resultDeleted)
-		if !cmd.Noreply {
-			c.w.Deleted()
-		}
-		return
-	}
-	c.srv.stats.deleteMisses.Add(1)
-	c.count(cmd, resultNotFound)
-	if !cmd.Noreply {
-		c.w.NotFound()
-	}
+	st := &c.srv.stats
+	c.onHeld(cmd, c.sess.ack, &st.deleteHits, &st.deleteMisses, resultDeleted, c.w.Deleted)
 }
 
 func (c *conn) touch(cmd *mcproto.Command) {
-	c.srv.stats.cmdTouch.Add(1)
+	st := &c.srv.stats
+	st.cmdTouch.Add(1)
+	c.onHeld(cmd, func(q string) bool { return c.sess.touch(q, cmd.Exptime) },
+		&st.touchHits, &st.touchMisses, resultTouched, c.w.Touched)
+}
+
+// onHeld runs op, an operation on a reservation, on the queue the command
+// names, and answers hit (writeHit) or NOT_FOUND.
+func (c *conn) onHeld(cmd *mcproto.Command, op func(queue string) bool, hits, misses *atomic.Uint64, hitResult string, writeHit func()) {
 	queue, ok := queueName(cmd.Keys[0])
 	if !ok {
 		c.clientError(cmd)
 		return
 	}
-	if c.sess.touch(queue, cmd.Exptime) {
-		c.srv.stats.touchHits.Add(1)
-		c.count(cmd, resultTouched)
+	if op(queue) {
+		hits.Add(1)
+		c.count(cmd, hitResult)
 		if !cmd.Noreply {
-			c.w.Touched()
+			writeHit()
 		}
 		return
 	}
-	c.srv.stats.touchMisses.Add(1)
+	misses.Add(1)
 	c.count(cmd, resultNotFound)
 	if !cmd.Noreply {
 		c.w.NotFound()
