@@ -25,23 +25,10 @@ func (c *conn) binaryLoop() closeReason {
 		r:    mcproto.NewBinaryReader(c.br, int(c.srv.cfg.Limits.MaxItemSize)),
 		w:    mcproto.NewBinaryWriter(c.bw),
 	}
-	limits := c.srv.cfg.Limits
 	for {
-		// The same deadlines as the text loop: idle between requests,
-		// read_timeout once one has started.
-		var idle time.Time
-		if limits.IdleTimeout > 0 {
-			idle = time.Now().Add(limits.IdleTimeout)
-		}
-		_ = c.nc.SetReadDeadline(idle)
-		if c.draining.Load() {
-			return closeShutdown
-		}
-		if _, err := c.br.Peek(1); err != nil {
-			return c.readFailure(err, closeIdleTimeout)
-		}
-		if limits.ReadTimeout > 0 {
-			_ = c.nc.SetReadDeadline(time.Now().Add(limits.ReadTimeout))
+		// The same deadlines as the text loop.
+		if _, reason, ok := c.awaitCommand(); !ok {
+			return reason
 		}
 		req, err := b.r.Next()
 		if err != nil {
@@ -323,20 +310,7 @@ func (b *binaryConn) casAck(req *mcproto.BinaryRequest) {
 }
 
 func (b *binaryConn) ackByID(req *mcproto.BinaryRequest, hit string) {
-	queue, ok := queueName(req.Key)
-	if !ok {
-		b.invalid(req)
-		return
-	}
-	if b.sess.ackID(queue, req.Cas) {
-		b.srv.stats.deleteHits.Add(1)
-		b.count(req.Opcode, hit)
-		b.ok(req)
-		return
-	}
-	b.srv.stats.deleteMisses.Add(1)
-	b.count(req.Opcode, resultNotFound)
-	b.notFound(req)
+	b.onHeld(req, func(q string) bool { return b.sess.ackID(q, req.Cas) }, hit)
 }
 
 // delete acks: with a cas, the reservation with that id from any
@@ -346,14 +320,20 @@ func (b *binaryConn) delete(req *mcproto.BinaryRequest) {
 		b.ackByID(req, resultDeleted)
 		return
 	}
+	b.onHeld(req, b.sess.ack, resultDeleted)
+}
+
+// onHeld runs an ack on the queue the request names and answers success or
+// a miss, counting it as a delete.
+func (b *binaryConn) onHeld(req *mcproto.BinaryRequest, ack func(queue string) bool, hit string) {
 	queue, ok := queueName(req.Key)
 	if !ok {
 		b.invalid(req)
 		return
 	}
-	if b.sess.ack(queue) {
+	if ack(queue) {
 		b.srv.stats.deleteHits.Add(1)
-		b.count(req.Opcode, resultDeleted)
+		b.count(req.Opcode, hit)
 		b.ok(req)
 		return
 	}

@@ -127,36 +127,45 @@ func (c *conn) serve() {
 	reason = c.loop()
 }
 
-func (c *conn) loop() closeReason {
+// awaitCommand waits up to idle_timeout for the first byte of the next
+// command, then gives the rest of it (and its data block) read_timeout:
+// slow or stuck senders do not hold a connection forever. ok is false when
+// the connection must close, for reason.
+func (c *conn) awaitCommand() (first byte, reason closeReason, ok bool) {
 	limits := c.srv.cfg.Limits
+	// Order matters against drain(): set our deadline, then look at the
+	// flag, so a drain in between still interrupts the read.
+	var idle time.Time
+	if limits.IdleTimeout > 0 {
+		idle = time.Now().Add(limits.IdleTimeout)
+	}
+	_ = c.nc.SetReadDeadline(idle)
+	if c.draining.Load() {
+		return 0, closeShutdown, false
+	}
+	b, err := c.br.Peek(1)
+	if err != nil {
+		return 0, c.readFailure(err, closeIdleTimeout), false
+	}
+	if limits.ReadTimeout > 0 {
+		_ = c.nc.SetReadDeadline(time.Now().Add(limits.ReadTimeout))
+	}
+	return b[0], 0, true
+}
+
+func (c *conn) loop() closeReason {
 	for {
-		// Order matters against drain(): set our deadline, then look at
-		// the flag, so a drain in between still interrupts the read.
-		var idle time.Time
-		if limits.IdleTimeout > 0 {
-			idle = time.Now().Add(limits.IdleTimeout)
+		first, reason, ok := c.awaitCommand()
+		if !ok {
+			return reason
 		}
-		_ = c.nc.SetReadDeadline(idle)
-		if c.draining.Load() {
-			return closeShutdown
-		}
-		first, err := c.br.Peek(1)
-		if err != nil {
-			return c.readFailure(err, closeIdleTimeout)
-		}
-		if first[0] == mcproto.BinaryRequestMagic && !c.started {
+		if first == mcproto.BinaryRequestMagic && !c.started {
 			// The binary protocol's magic byte opening the connection:
 			// it speaks binary for the rest of its life. Later in a text
 			// connection the byte is just a bad command.
 			return c.binaryLoop()
 		}
 		c.started = true
-		// Once a command has started, the rest of it (and its data
-		// block) must arrive within read_timeout: slow or stuck senders
-		// do not hold a connection forever.
-		if limits.ReadTimeout > 0 {
-			_ = c.nc.SetReadDeadline(time.Now().Add(limits.ReadTimeout))
-		}
 		cmd, err := c.p.Next()
 		if err != nil {
 			if cmd != nil && cmd.Noreply {
