@@ -20,7 +20,7 @@ import (
 )
 
 // Version is reported by the version command and stats.
-var Version = "dev"
+var Version = "1.0.0-dev"
 
 // Server is the memcache-protocol front of the gateway.
 type Server struct {

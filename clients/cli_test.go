@@ -1,0 +1,109 @@
+package clients
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mcbridge/mcbridge/bridge"
+	"github.com/mcbridge/mcbridge/config"
+	"github.com/mcbridge/mcbridge/internal/testbroker"
+)
+
+// The libmemcached tools open one connection per run, and a reservation
+// goes back to its queue when its connection closes: memccat consumes only
+// from `ack: auto` queues (destructive get, as memcacheq).
+
+const queueSh = "examples/cli/queue.sh"
+
+func autoAckGateway(t *testing.T) *gateway {
+	cfg := testConfig()
+	cfg.Defaults.Ack = config.AckAuto
+	return startGateway(t, cfg)
+}
+
+func TestLibmemcachedTools(t *testing.T) { testCLI(t, nil) }
+
+func TestLibmemcachedToolsBinary(t *testing.T) { testCLI(t, []string{"MEMC_OPTS=--binary"}) }
+
+func testCLI(t *testing.T, env []string) {
+	t.Parallel()
+	requirePackages(t, "libmemcached-tools")
+	g := autoAckGateway(t)
+	var opts []string // the same options for direct tool runs
+	if len(env) > 0 {
+		opts = []string{"--binary"}
+	}
+	tool := func(name string, args ...string) []string { return append(append([]string{name}, opts...), args...) }
+
+	t.Run("produce_consume_exactly_once", func(t *testing.T) {
+		const n = 10
+		q := testbroker.Name(t, "jobs")
+		stored(t, mustRun(t, 60*time.Second, env, queueSh, "produce", g.addr, q, "10").stdout, n)
+		a := start(t, 60*time.Second, env, queueSh, "consume", g.addr, q)
+		b := start(t, 60*time.Second, env, queueSh, "consume", g.addr, q)
+		ja, _ := jobs(t, a.wait(t).stdout)
+		jb, _ := jobs(t, b.wait(t).stdout)
+		exactlyOnce(t, append(ja, jb...), n, 1, 0)
+		drained(t, q)
+	})
+
+	t.Run("flags_round_trip", func(t *testing.T) {
+		q := testbroker.Name(t, "flags")
+		file := filepath.Join(t.TempDir(), q)
+		if err := os.WriteFile(file, []byte("hello"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		mustRun(t, 10*time.Second, nil, tool("memccp", "--servers="+g.addr, "--flags=42", file)...)
+		if flags, body := inspect(t, q); flags != 42 || string(body) != "hello" {
+			t.Errorf("broker has flags %d body %q, want 42 %q", flags, body, "hello")
+		}
+		r := mustRun(t, 10*time.Second, nil, tool("memccat", "--servers="+g.addr, "--flags", q)...)
+		if r.stdout != "42\nhello\n" {
+			t.Errorf("memccat --flags printed %q, want %q", r.stdout, "42\nhello\n")
+		}
+		drained(t, q)
+	})
+
+	t.Run("miss_and_delete_miss", func(t *testing.T) {
+		q := testbroker.Name(t, "empty")
+		if r := run(t, 10*time.Second, nil, tool("memccat", "--servers="+g.addr, q)...); r.code == 0 || r.stdout != "" {
+			t.Errorf("memccat on an empty queue: exit %d, stdout %q; want a failure", r.code, r.stdout)
+		}
+		if r := run(t, 10*time.Second, nil, tool("memcrm", "--servers="+g.addr, q)...); r.code == 0 {
+			t.Errorf("memcrm without a reservation: exit 0, want a failure (NOT_FOUND)")
+		}
+	})
+
+	t.Run("two_gateways_in_the_server_list", func(t *testing.T) {
+		const n = 5
+		g2 := autoAckGateway(t)
+		servers := g.addr + "," + g2.addr
+		var all []job
+		for _, hint := range []string{"s1", "s2", "s3"} {
+			q := testbroker.Name(t, hint)
+			stored(t, mustRun(t, 60*time.Second, env, queueSh, "produce", servers, q, "5").stdout, n)
+			got, _ := jobs(t, mustRun(t, 60*time.Second, env, queueSh, "consume", servers, q).stdout)
+			all = append(all, got...)
+			drained(t, q)
+		}
+		exactlyOnce(t, all, n, 3, 0)
+	})
+
+	t.Run("memcstat", func(t *testing.T) {
+		q := testbroker.Name(t, "stat")
+		stored(t, mustRun(t, 60*time.Second, env, queueSh, "produce", g.addr, q, "2").stdout, 2)
+		r := run(t, 10*time.Second, env, queueSh, "stats", g.addr)
+		// libmemcached parses the VERSION reply as major.minor.patch and
+		// refuses a non-numeric one (or major 0): a gateway built without
+		// -ldflags "-X …bridge.Version=1.2.3" answers "VERSION dev".
+		if r.code != 0 || !strings.Contains(r.stdout, "queue_"+q+"_items: 2") {
+			t.Errorf("memcstat: exit %d, want queue_%s_items: 2\nstdout:\n%s\nstderr:\n%s\n"+
+				"GATEWAY BUG: the version reply is %q (bridge.Version's default); libmemcached needs "+
+				"a numeric major.minor.patch with major >= 1 (e.g. 1.0.0-dev) for memcstat and "+
+				"ext-memcached's getVersion/getStats", r.code, q, clip(r.stdout), clip(r.stderr), "VERSION "+bridge.Version)
+		}
+	})
+}
