@@ -166,7 +166,7 @@ func (b *binaryConn) dispatch(req *mcproto.BinaryRequest) (quit bool) {
 	case mcproto.BinStat:
 		b.stat(req)
 	case mcproto.BinFlush, mcproto.BinFlushQ:
-		b.srv.log.Info("flush ignored: mcbridge never deletes messages", "remote", b.nc.RemoteAddr().String())
+		b.srv.logFlushAll(b.nc.RemoteAddr())
 		b.count(op, resultOK)
 		b.ok(req)
 	case mcproto.BinQuit:

@@ -225,6 +225,14 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
+// logFlushAll notes a flush_all, which mcbridge ignores; at most one line a
+// minute, since clients and test suites send it in loops.
+func (s *Server) logFlushAll(remote net.Addr) {
+	if s.flushAllLog.allow(time.Minute) {
+		s.log.Info("flush_all ignored: mcbridge never deletes messages", "remote", remote.String())
+	}
+}
+
 // logLimiter lets one log line through per interval.
 type logLimiter struct{ next atomic.Int64 }
 

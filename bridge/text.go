@@ -59,7 +59,7 @@ func (c *conn) dispatch(cmd *mcproto.Command) (quit bool) {
 	case mcproto.OpFlushAll:
 		// Clients send it on their own (test suites, cache resets); a
 		// queue must never lose messages to it.
-		c.srv.log.Info("flush_all ignored: mcbridge never deletes messages", "remote", c.nc.RemoteAddr().String())
+		c.srv.logFlushAll(c.nc.RemoteAddr())
 		c.count(cmd, resultOK)
 		if !cmd.Noreply {
 			c.w.OK()

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcbridge/mcbridge/bridge"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
 )
 
@@ -78,7 +79,7 @@ func TestLogsConnectionsAtDebug(t *testing.T) {
 	q := testbroker.Name(t, "q")
 	g := startRun(t, testYAML(t, q), "-log-level", "debug")
 	c1 := dialMC(t, g.mcAddr)
-	c1.do("version\r\n", "VERSION dev\r\n")
+	c1.do("version\r\n", "VERSION "+bridge.Version+"\r\n")
 	c1.quit()
 	c2 := dialMC(t, g.mcAddr)
 	c2.do("set "+q+" 0 0 1\r\nx\r\n", "STORED\r\n")

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcbridge/mcbridge/bridge"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
 	"github.com/mcbridge/mcbridge/mcproto"
 )
@@ -86,7 +87,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	c2.do("get amq.secret\r\n", "CLIENT_ERROR bad command line format\r\n")
 	c2.do("set weird/key 0 0 1\r\nz\r\n", "CLIENT_ERROR bad command line format\r\n")
 	c2.do("add "+cfgQ+" 0 0 1\r\nz\r\n", "CLIENT_ERROR add not supported by queue gateway\r\n")
-	c2.do("version\r\n", "VERSION dev\r\n")
+	c2.do("version\r\n", "VERSION "+bridge.Version+"\r\n")
 	c2.quit()
 	sent += c2.sent
 	recv += c2.recv
@@ -229,7 +230,7 @@ func TestEndpointsConnected(t *testing.T) {
 		return code == http.StatusOK
 	})
 	c := dialMC(t, g.mcAddr)
-	c.do("version\r\n", "VERSION dev\r\n")
+	c.do("version\r\n", "VERSION "+bridge.Version+"\r\n")
 	s := g.scrape()
 	for _, name := range append(specMetrics, "mcbridge_build_info",
 		"go_goroutines", "go_gc_duration_seconds", "go_memstats_heap_inuse_bytes",
