@@ -240,8 +240,8 @@ func TestEndpointsConnected(t *testing.T) {
 			t.Errorf("/metrics has no %s", name)
 		}
 	}
-	if v := s.value("mcbridge_build_info", "version=dev"); v != 1 {
-		t.Errorf("mcbridge_build_info{version=\"dev\"} = %v, want 1", v)
+	if v := s.value("mcbridge_build_info", "version="+bridge.Version); v != 1 {
+		t.Errorf("mcbridge_build_info{version=%q} = %v, want 1", bridge.Version, v)
 	}
 }
 

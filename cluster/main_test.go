@@ -1,0 +1,686 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	amqp091 "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/goleak"
+
+	"github.com/mcbridge/mcbridge/amqp"
+	"github.com/mcbridge/mcbridge/bridge"
+	"github.com/mcbridge/mcbridge/config"
+)
+
+// TestMain starts the cluster once for all tests and always stops it.
+func TestMain(m *testing.M) { os.Exit(runMain(m)) }
+
+func runMain(m *testing.M) (code int) {
+	start := time.Now()
+	c, err := startCluster()
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(os.Stderr, "cluster tests panicked: %v\n", r)
+			code = 2
+		}
+		t0 := time.Now()
+		if err := c.stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "cluster teardown: %v\n", err)
+			code = max(code, 1)
+		}
+		fmt.Fprintf(os.Stderr, "cluster: stopped in %v\n", time.Since(t0).Round(time.Millisecond))
+	}()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: cannot start the three-node RabbitMQ test cluster: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "cluster: %d nodes up and clustered in %v (%s)\n", len(nodes), time.Since(start).Round(time.Millisecond), c.dir)
+	code = m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	return code
+}
+
+func listenTCP(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+
+// testLogger prints gateway logs only when MCBRIDGE_TEST_LOG is set.
+func testLogger() *slog.Logger {
+	if os.Getenv("MCBRIDGE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// clusterConfig is a gateway config from YAML whose amqp.urls are the three
+// nodes, plus extra top-level YAML.
+func clusterConfig(t testing.TB, extra string) *config.Config {
+	t.Helper()
+	var q []string
+	for _, u := range urls() {
+		q = append(q, strconv.Quote(u))
+	}
+	y := fmt.Sprintf("listen: 127.0.0.1:0\nmetrics_listen: \"\"\namqp:\n  urls: [%s]\n%s", strings.Join(q, ", "), extra)
+	cfg, err := config.Load([]byte(y))
+	if err != nil {
+		t.Fatalf("config:\n%s\n%v", y, err)
+	}
+	return cfg
+}
+
+// readyEvent is a change of a gateway's readiness.
+type readyEvent struct {
+	at    time.Time
+	ready bool
+	why   string
+}
+
+// recorder wraps the gateway's observer: it records every broker
+// connection going down or up, with what Ready (= /readyz) said at that
+// instant.
+type recorder struct {
+	*bridge.Observer
+	client atomic.Pointer[amqp.Client]
+
+	mu     sync.Mutex
+	events []connEvent
+}
+
+type connEvent struct {
+	at        time.Time
+	role      amqp.Role
+	index     int
+	up        bool
+	readyNil  bool // Ready() == nil right then
+	readyText string
+}
+
+func (r *recorder) ConnectionUp(role amqp.Role, index int, up bool) {
+	r.Observer.ConnectionUp(role, index, up)
+	ev := connEvent{at: time.Now(), role: role, index: index, up: up}
+	if c := r.client.Load(); c != nil {
+		err := c.Ready()
+		ev.readyNil = err == nil
+		if err != nil {
+			// Ready joins one line per connection that is down: keep this
+			// one's.
+			ev.readyText = err.Error()
+			for _, line := range strings.Split(ev.readyText, "\n") {
+				if strings.HasPrefix(line, fmt.Sprintf("%s connection %d:", role, index)) {
+					ev.readyText = line
+				}
+			}
+		}
+	}
+	r.mu.Lock()
+	r.events = append(r.events, ev)
+	r.mu.Unlock()
+}
+
+func (r *recorder) snapshot() []connEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]connEvent(nil), r.events...)
+}
+
+// gateway is a running mcbridge wired like cmd/mcbridge.
+type gateway struct {
+	t      testing.TB
+	name   string // AMQP connection name prefix
+	cfg    *config.Config
+	srv    *bridge.Server
+	broker *amqp.Client
+	rec    *recorder
+	reg    *prometheus.Registry
+	addr   string
+	done   chan error
+
+	pollStop chan struct{}
+	pollDone chan struct{}
+	pollMu   sync.Mutex
+	polled   []readyEvent // transitions seen by polling Ready
+}
+
+// startGateway starts a gateway on cfg and stops it when the test ends. It
+// waits until every broker connection is up.
+func startGateway(t testing.TB, cfg *config.Config, name string) *gateway {
+	t.Helper()
+	g := startGatewayNoWait(t, cfg, name)
+	g.waitReady(30 * time.Second)
+	return g
+}
+
+func startGatewayNoWait(t testing.TB, cfg *config.Config, name string) *gateway {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	obs := bridge.NewObserver(reg)
+	rec := &recorder{Observer: obs}
+	var us []string
+	for _, u := range cfg.AMQP.URLs {
+		us = append(us, u.Raw())
+	}
+	name = name + "-" + randHex(3)
+	broker := amqp.New(amqp.Options{
+		URLs:               us,
+		ConnectionName:     name,
+		ConsumeConnections: cfg.AMQP.ConsumeConnections,
+		ConfirmTimeout:     cfg.AMQP.ConfirmTimeout,
+		Heartbeat:          cfg.AMQP.Heartbeat,
+		Topology:           bridge.Topology(cfg),
+		Observer:           rec,
+		Logger:             testLogger().With("gateway", name),
+		MinBackoff:         20 * time.Millisecond,
+		MaxBackoff:         500 * time.Millisecond,
+	})
+	rec.client.Store(broker)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := broker.Start(ctx); err != nil {
+		t.Fatalf("start gateway %s: %v", name, err)
+	}
+	srv := bridge.New(cfg, broker, obs, bridge.Options{Logger: testLogger().With("gateway", name)})
+	ln, err := srv.Listen()
+	if err != nil {
+		broker.Close()
+		t.Fatalf("listen: %v", err)
+	}
+	g := &gateway{t: t, name: name, cfg: cfg, srv: srv, broker: broker, rec: rec, reg: reg,
+		addr: ln.Addr().String(), done: make(chan error, 1)}
+	go func() { g.done <- srv.Serve(ln) }()
+	t.Cleanup(g.stop)
+	return g
+}
+
+func (g *gateway) stop() {
+	if g.srv == nil {
+		return
+	}
+	g.stopPolling()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := g.srv.Shutdown(ctx); err != nil {
+		g.t.Errorf("shutdown %s: %v", g.name, err)
+	}
+	if err := <-g.done; err != nil {
+		g.t.Errorf("serve %s: %v", g.name, err)
+	}
+	g.broker.Close()
+	g.srv = nil
+}
+
+// waitReady waits until every broker connection is up; it returns how long
+// that took.
+func (g *gateway) waitReady(within time.Duration) time.Duration {
+	g.t.Helper()
+	start := time.Now()
+	eventually(g.t, within, "gateway "+g.name+" to be ready", func() bool { return g.broker.Ready() == nil })
+	return time.Since(start)
+}
+
+// pollReady records every change of Ready() (what /readyz serves) until
+// stopPolling.
+func (g *gateway) pollReady() {
+	g.pollStop, g.pollDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(g.pollDone)
+		last := true
+		first := true
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			err := g.broker.Ready()
+			if ready := err == nil; first || ready != last {
+				ev := readyEvent{at: time.Now(), ready: ready}
+				if err != nil {
+					ev.why = err.Error()
+				}
+				g.pollMu.Lock()
+				g.polled = append(g.polled, ev)
+				g.pollMu.Unlock()
+				last, first = ready, false
+			}
+			select {
+			case <-g.pollStop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+}
+
+func (g *gateway) stopPolling() {
+	if g.pollStop != nil {
+		close(g.pollStop)
+		<-g.pollDone
+		g.pollStop = nil
+	}
+}
+
+func (g *gateway) pollEvents() []readyEvent {
+	g.pollMu.Lock()
+	defer g.pollMu.Unlock()
+	return append([]readyEvent(nil), g.polled...)
+}
+
+// metric sums the samples of a counter or gauge whose labels include the
+// given name=value pairs.
+func (g *gateway) metric(name string, labels ...string) float64 {
+	g.t.Helper()
+	mfs, err := g.reg.Gather()
+	if err != nil {
+		g.t.Fatalf("gather metrics: %v", err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				sum += m.Counter.GetValue()
+			case m.Gauge != nil:
+				sum += m.Gauge.GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// brokerConn is one AMQP connection as the cluster lists it.
+type brokerConn struct {
+	Pid      string // as close_connection takes it: <rmqa@localhost.…>
+	Port     int    // the node's AMQP port
+	PeerPort int
+	Name     string // connection_name from the client properties
+}
+
+// connections lists the cluster's client connections, asking a running
+// node. The JSON formatter prints pids in a form close_connection does not
+// take, so the pids come from a second, tab-separated listing, joined on
+// the client's port.
+func connections(t testing.TB, via *node) []brokerConn {
+	t.Helper()
+	var out, tab string
+	var err error
+	for range 5 {
+		out, err = ctl(via.name, "list_connections", "peer_port", "port", "client_properties", "--formatter", "json")
+		if err == nil {
+			tab, err = ctl(via.name, "list_connections", "--no-table-headers", "peer_port", "pid")
+		}
+		if err == nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("list connections: %v", err)
+	}
+	var raw []struct {
+		PeerPort int             `json:"peer_port"`
+		Port     int             `json:"port"`
+		Props    json.RawMessage `json:"client_properties"`
+	}
+	if err := json.Unmarshal([]byte(jsonPart(out)), &raw); err != nil {
+		t.Fatalf("list connections: %v\n%s", err, out)
+	}
+	pids := map[int]string{}
+	for _, l := range strings.Split(tab, "\n") {
+		f := strings.Fields(l)
+		if len(f) == 2 {
+			if p, err := strconv.Atoi(f[0]); err == nil {
+				pids[p] = f[1]
+			}
+		}
+	}
+	var conns []brokerConn
+	for _, r := range raw {
+		conns = append(conns, brokerConn{Pid: pids[r.PeerPort], Port: r.Port, PeerPort: r.PeerPort, Name: connectionName(r.Props)})
+	}
+	return conns
+}
+
+// connectionName digs connection_name out of client_properties, which the
+// JSON formatter prints as a list of [name, type, value] triples (or an
+// object, depending on the version).
+func connectionName(props json.RawMessage) string {
+	var obj map[string]any
+	if json.Unmarshal(props, &obj) == nil {
+		if s, ok := obj["connection_name"].(string); ok {
+			return s
+		}
+	}
+	var list [][]any
+	if json.Unmarshal(props, &list) == nil {
+		for _, e := range list {
+			if len(e) == 3 {
+				if k, _ := e[0].(string); k == "connection_name" {
+					s, _ := e[2].(string)
+					return s
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// nodesOf maps each of the gateway's connections (by role and index, e.g.
+// "publish 0") to the node it is on.
+func (g *gateway) nodesOf(conns []brokerConn) map[string]*node {
+	out := map[string]*node{}
+	for _, c := range g.connsIn(conns) {
+		out[strings.TrimPrefix(c.Name, g.name+" ")] = nodeByPort(c.Port)
+	}
+	return out
+}
+
+// connsIn picks the gateway's connections out of a listing.
+func (g *gateway) connsIn(conns []brokerConn) []brokerConn {
+	var out []brokerConn
+	for _, c := range conns {
+		if strings.HasPrefix(c.Name, g.name+" ") {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func describeNodes(m map[string]*node) string {
+	var parts []string
+	for _, role := range []string{"publish 0", "consume 0", "consume 1", "consume 2"} {
+		if n, ok := m[role]; ok {
+			name := "?"
+			if n != nil {
+				name = n.short
+			}
+			parts = append(parts, role+"@"+name)
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// runningNode is some node other than the excluded ones.
+func runningNode(except ...*node) *node {
+	for _, n := range nodes {
+		skip := false
+		for _, e := range except {
+			skip = skip || e == n
+		}
+		if !skip {
+			return n
+		}
+	}
+	return nil
+}
+
+// dialAMQP opens a back-office connection to a node, closed at the test's
+// end.
+func dialAMQP(t testing.TB, n *node) *amqp091.Connection {
+	t.Helper()
+	conn, err := amqp091.DialConfig(n.url(), amqp091.Config{Dial: amqp091.DefaultDial(5 * time.Second)})
+	if err != nil {
+		t.Fatalf("dial %s: %v", n.name, err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// queueName is unique to this run; the queue is deleted at the test's end
+// through a node that is up then.
+func queueName(t testing.TB, hint string) string {
+	t.Helper()
+	name := "mcbc." + hint + "." + randHex(4)
+	t.Cleanup(func() { deleteQueue(t, name) })
+	return name
+}
+
+func deleteQueue(t testing.TB, name string) {
+	for _, n := range nodes {
+		conn, err := amqp091.DialConfig(n.url(), amqp091.Config{Dial: amqp091.DefaultDial(5 * time.Second)})
+		if err != nil {
+			continue
+		}
+		ch, err := conn.Channel()
+		if err == nil {
+			_, err = ch.QueueDelete(name, false, false, false)
+		}
+		_ = conn.Close()
+		if err == nil {
+			return
+		}
+	}
+	t.Errorf("cleanup: could not delete queue %s through any node", name)
+}
+
+// queueInfo is one row of list_queues.
+type queueInfo struct {
+	Name    string   `json:"name"`
+	Type    string   `json:"type"`
+	Leader  string   `json:"leader"`
+	Members []string `json:"members"`
+	Online  []string `json:"online"`
+	Msgs    int      `json:"messages"`
+}
+
+func listQueues(t testing.TB, via *node) map[string]queueInfo {
+	t.Helper()
+	out, err := ctl(via.name, "list_queues", "name", "type", "leader", "members", "online", "messages", "--formatter", "json")
+	if err != nil {
+		t.Fatalf("list queues: %v", err)
+	}
+	var rows []json.RawMessage
+	if err := json.Unmarshal([]byte(jsonPart(out)), &rows); err != nil {
+		t.Fatalf("list queues: %v\n%s", err, out)
+	}
+	m := map[string]queueInfo{}
+	for _, r := range rows {
+		var q queueInfo
+		// Classic queues print "" for leader and members: decode what fits.
+		var loose map[string]any
+		if json.Unmarshal(r, &loose) != nil {
+			continue
+		}
+		q.Name, _ = loose["name"].(string)
+		q.Type, _ = loose["type"].(string)
+		q.Leader, _ = loose["leader"].(string)
+		q.Members = stringList(loose["members"])
+		q.Online = stringList(loose["online"])
+		if f, ok := loose["messages"].(float64); ok {
+			q.Msgs = int(f)
+		}
+		m[q.Name] = q
+	}
+	return m
+}
+
+func stringList(v any) []string {
+	l, _ := v.([]any)
+	var out []string
+	for _, e := range l {
+		if s, ok := e.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// mc is a raw memcache text-protocol client whose methods return errors,
+// so that load goroutines can use them.
+type mc struct {
+	nc net.Conn
+	r  *bufio.Reader
+}
+
+func dialMC(addr string) (*mc, error) {
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return &mc{nc: nc, r: bufio.NewReader(nc)}, nil
+}
+
+func mustDial(t testing.TB, addr string) *mc {
+	t.Helper()
+	c, err := dialMC(addr)
+	if err != nil {
+		t.Fatalf("dial gateway: %v", err)
+	}
+	t.Cleanup(c.close)
+	return c
+}
+
+func (c *mc) close() { c.nc.Close() }
+
+const ioTimeout = 20 * time.Second
+
+func (c *mc) send(s string) error {
+	_ = c.nc.SetWriteDeadline(time.Now().Add(ioTimeout))
+	_, err := io.WriteString(c.nc, s)
+	return err
+}
+
+func (c *mc) line() (string, error) {
+	_ = c.nc.SetReadDeadline(time.Now().Add(ioTimeout))
+	s, err := c.r.ReadString('\n')
+	if err != nil {
+		return s, err
+	}
+	return strings.TrimSuffix(s, "\r\n"), nil
+}
+
+func (c *mc) roundTrip(cmd string) (string, error) {
+	if err := c.send(cmd); err != nil {
+		return "", err
+	}
+	return c.line()
+}
+
+func (c *mc) set(key, value string) (string, error) {
+	return c.roundTrip(fmt.Sprintf("set %s 0 0 %d\r\n%s\r\n", key, len(value), value))
+}
+
+func (c *mc) del(key string) (string, error) { return c.roundTrip("delete " + key + "\r\n") }
+
+// get reserves one message. A reply other than a hit or END (e.g.
+// SERVER_ERROR) is a replyError.
+func (c *mc) get(key string) (bool, string, error) {
+	if err := c.send("get " + key + "\r\n"); err != nil {
+		return false, "", err
+	}
+	l, err := c.line()
+	if err != nil {
+		return false, "", err
+	}
+	switch {
+	case l == "END":
+		return false, "", nil
+	case strings.HasPrefix(l, "VALUE "):
+		f := strings.Fields(l)
+		if len(f) < 4 {
+			return false, "", fmt.Errorf("bad VALUE line %q", l)
+		}
+		n, err := strconv.Atoi(f[3])
+		if err != nil {
+			return false, "", fmt.Errorf("bad VALUE line %q", l)
+		}
+		data := make([]byte, n+2)
+		if _, err := io.ReadFull(c.r, data); err != nil {
+			return false, "", err
+		}
+		end, err := c.line()
+		if err != nil {
+			return false, "", err
+		}
+		if end != "END" {
+			return false, "", fmt.Errorf("want END after the value, got %q", end)
+		}
+		return true, string(data[:n]), nil
+	}
+	return false, "", replyError(l)
+}
+
+type replyError string
+
+func (e replyError) Error() string { return string(e) }
+
+// stats returns `stats` as a map.
+func (c *mc) stats() (map[string]string, error) {
+	if err := c.send("stats\r\n"); err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for {
+		l, err := c.line()
+		if err != nil {
+			return nil, err
+		}
+		if l == "END" {
+			return out, nil
+		}
+		f := strings.SplitN(l, " ", 3)
+		if len(f) != 3 || f[0] != "STAT" {
+			return nil, fmt.Errorf("bad stats line %q", l)
+		}
+		out[f[1]] = f[2]
+	}
+}
+
+// want runs a one-line command and checks its reply.
+func want(t testing.TB, what string, do func() (string, error), wantReply string) {
+	t.Helper()
+	got, err := do()
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if got != wantReply {
+		t.Fatalf("%s: got %q, want %q", what, got, wantReply)
+	}
+}
