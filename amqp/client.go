@@ -69,8 +69,20 @@ func New(opts Options) *Client {
 					return err
 				}
 			}
+			acks := newAckWriter(cc.cork.Load(), conn.NotifyClose(make(chan *amqp091.Error, 1)))
+			cc.acks.Store(acks)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				acks.run()
+			}()
 			return nil
 		})
+		cc.sup.wrap = func(nc net.Conn) net.Conn {
+			cork := newCorkConn(nc)
+			cc.cork.Store(cork)
+			return cork
+		}
 		c.cons = append(c.cons, cc)
 	}
 	return c

@@ -20,9 +20,11 @@ type Delivery struct {
 	ch      *amqp091.Channel
 	tag     uint64
 	settled atomic.Bool
-	// onSettle, when set, runs once after the delivery is settled (or
-	// found stale), so its fetcher knows when its channel is free.
+	// onSettle, when set, runs once after the delivery's settlement was
+	// sent (or found stale), so its fetcher knows when its channel is free.
 	onSettle func()
+	// acks, when set, sends the settlement for the caller.
+	acks *ackWriter
 }
 
 func newDelivery(queue string, ch *amqp091.Channel, m *amqp091.Delivery) *Delivery {
@@ -39,15 +41,11 @@ func newDelivery(queue string, ch *amqp091.Channel, m *amqp091.Delivery) *Delive
 
 // Ack acknowledges the delivery. ErrStale means its channel is gone and the
 // broker has requeued it: nothing was sent.
-func (d *Delivery) Ack() error {
-	return d.settle(func() error { return d.ch.Ack(d.tag, false) })
-}
+func (d *Delivery) Ack() error { return d.settle(settleAck) }
 
 // Requeue puts the delivery back with basic.reject(requeue), which quorum
 // queues count toward their delivery limit.
-func (d *Delivery) Requeue() error {
-	return d.settle(func() error { return d.ch.Reject(d.tag, true) })
-}
+func (d *Delivery) Requeue() error { return d.settle(settleReject) }
 
 // Stale reports whether the delivering channel is gone.
 func (d *Delivery) Stale() bool { return d.ch.IsClosed() }
@@ -55,23 +53,31 @@ func (d *Delivery) Stale() bool { return d.ch.IsClosed() }
 // giveBack returns a prefetched delivery nobody claimed, with basic.nack:
 // it is not a processing failure, so RabbitMQ 4.3+ quorum queues do not
 // count it toward the delivery limit.
-func (d *Delivery) giveBack() error {
-	return d.settle(func() error { return d.ch.Nack(d.tag, false, true) })
-}
+func (d *Delivery) giveBack() error { return d.settle(settleGiveBack) }
 
-func (d *Delivery) settle(send func() error) error {
+func (d *Delivery) settle(kind settleKind) error {
 	if !d.settled.CompareAndSwap(false, true) {
 		return ErrSettled
-	}
-	if d.onSettle != nil {
-		defer d.onSettle()
 	}
 	// A closed channel object is never reopened (we do not use the
 	// library's recovery), so its tags can never name another message.
 	if d.ch.IsClosed() {
+		if d.onSettle != nil {
+			d.onSettle()
+		}
 		return ErrStale
 	}
-	if err := send(); err != nil {
+	// Acks and give-backs go through the connection's writer; a reject is
+	// sent at once, so that the message is back in the queue when Requeue
+	// returns (a get that follows sees it).
+	if kind != settleReject && d.acks != nil && d.acks.enqueue(d, kind) {
+		return nil
+	}
+	err := kind.send(d)
+	if d.onSettle != nil {
+		d.onSettle()
+	}
+	if err != nil {
 		return fmt.Errorf("%w: %v", ErrStale, err)
 	}
 	return nil
@@ -80,5 +86,7 @@ func (d *Delivery) settle(send func() error) error {
 // consumeConn is one consuming connection. Channels on it are opened by
 // the per-queue fetchers.
 type consumeConn struct {
-	sup *supervisor
+	sup  *supervisor
+	cork atomic.Pointer[corkConn]  // the socket of the current connection
+	acks atomic.Pointer[ackWriter] // its settlement writer
 }

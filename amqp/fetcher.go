@@ -82,6 +82,7 @@ type buffered struct {
 type queueChannel struct {
 	mu          sync.Mutex
 	ch          *amqp091.Channel
+	acks        *ackWriter   // of the channel's connection
 	outstanding atomic.Int64 // deliveries not yet settled
 	lastUse     atomic.Int64 // unix nanos
 }
@@ -161,6 +162,7 @@ func (f *fetcher) basicGet() (*Delivery, error) {
 }
 
 func (qc *queueChannel) track(d *Delivery) *Delivery {
+	d.acks = qc.acks
 	qc.outstanding.Add(1)
 	d.onSettle = func() { qc.outstanding.Add(-1) }
 	return d
@@ -232,7 +234,7 @@ func (f *fetcher) open() (*queueChannel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: open channel: %v", ErrNotConnected, err)
 	}
-	qc := &queueChannel{ch: ch}
+	qc := &queueChannel{ch: ch, acks: cc.acks.Load()}
 	qc.lastUse.Store(time.Now().UnixNano())
 	closed := ch.NotifyClose(make(chan *amqp091.Error, 1))
 	f.c.goFetch(func() {
