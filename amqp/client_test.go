@@ -5,8 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"os/exec"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -103,28 +101,7 @@ func publish(t *testing.T, c *mcamqp.Client, queue, body string) {
 // it closed (at least one, or the test fails).
 func closeBrokerConnections(t *testing.T, connName string, role mcamqp.Role) int {
 	t.Helper()
-	// The name column is the peer address; the name the client gave is
-	// in its properties: {"connection_name","<name> <role> <index>"}.
-	out, err := exec.Command("rabbitmqctl", "-q", "list_connections", "pid", "client_properties").CombinedOutput()
-	if err != nil {
-		t.Fatalf("rabbitmqctl list_connections: %v\n%s", err, out)
-	}
-	want := fmt.Sprintf(`{"connection_name","%s %s `, connName, role)
-	n := 0
-	for _, line := range strings.Split(string(out), "\n") {
-		pid, props, ok := strings.Cut(strings.TrimSpace(line), "\t")
-		if !ok || !strings.Contains(props, want) {
-			continue
-		}
-		if out, err := exec.Command("rabbitmqctl", "-q", "close_connection", strings.TrimSpace(pid), "test").CombinedOutput(); err != nil {
-			t.Fatalf("rabbitmqctl close_connection %s: %v\n%s", pid, err, out)
-		}
-		n++
-	}
-	if n == 0 {
-		t.Fatalf("no %s connection named %q in:\n%s", role, connName, out)
-	}
-	return n
+	return testbroker.MustCloseConnections(t, fmt.Sprintf("%s %s ", connName, role))
 }
 
 // recorder is an Observer that remembers every call.

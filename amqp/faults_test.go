@@ -1,7 +1,6 @@
 package amqp_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 
 	mcamqp "github.com/mcbridge/mcbridge/amqp"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
+	"github.com/mcbridge/mcbridge/internal/testserve"
 )
 
 // The publish connection dies while publishes flow: every publish returns
@@ -196,7 +196,7 @@ func TestStartWalksURLList(t *testing.T) {
 func TestMemoryAlarmBlocksPublishing(t *testing.T) {
 	rec := &recorder{}
 	const confirmTimeout = 1500 * time.Millisecond
-	logs := &logBuffer{}
+	logs := &testserve.LogBuffer{}
 	c := startClient(t, mcamqp.Options{
 		Observer: rec, ConfirmTimeout: confirmTimeout, PublishChannels: 1,
 		Logger: slog.New(slog.NewTextHandler(logs, nil)),
@@ -280,22 +280,4 @@ func TestMemoryAlarmBlocksPublishing(t *testing.T) {
 	if err := c.Ready(); err != nil {
 		t.Errorf("Ready after the alarm: %v", err)
 	}
-}
-
-// logBuffer collects a client's log for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -38,18 +38,6 @@ func avRawGet(t *testing.T, ch *amqp091.Channel, queue string) amqp091.Delivery 
 	return m
 }
 
-// avDepth is the ready count from a raw passive declare.
-func avDepth(t *testing.T, queue string) int {
-	t.Helper()
-	ch := testbroker.Channel(t)
-	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
-	if err != nil {
-		t.Fatalf("passive declare %s: %v", queue, err)
-	}
-	_ = ch.Close()
-	return q.Messages
-}
-
 // avPublish publishes body to queue through the default exchange as a plain
 // AMQP producer would, after declaring the queue durable.
 func avPublish(t *testing.T, queue string, headers amqp091.Table, body []byte) {
@@ -80,7 +68,7 @@ func TestAMQPViewSetIsDurablePersistentMessage(t *testing.T) {
 	q := testbroker.Name(t, "view")
 	c := g.dial()
 	body := avAllBytes()
-	c.do(fmt.Sprintf("set %s 4294967295 0 %d\r\n%s\r\n", q, len(body), body), "STORED\r\n")
+	c.Do(fmt.Sprintf("set %s 4294967295 0 %d\r\n%s\r\n", q, len(body), body), "STORED\r\n")
 
 	// The queue exists (passive declare) and is durable: redeclaring it
 	// durable with no arguments is accepted, non-durable is refused.
@@ -124,7 +112,7 @@ func TestAMQPViewSetIsDurablePersistentMessage(t *testing.T) {
 	}
 
 	// Flags 0 are a header too: int64(0).
-	c.do(fmt.Sprintf("set %s 0 0 1\r\nz\r\n", q), "STORED\r\n")
+	c.Do(fmt.Sprintf("set %s 0 0 1\r\nz\r\n", q), "STORED\r\n")
 	m = avRawGet(t, ch, q)
 	if v, ok := m.Headers["x-mc-flags"].(int64); !ok || v != 0 {
 		t.Errorf("flags 0: header x-mc-flags = %#v (%T), want int64(0)", m.Headers["x-mc-flags"], m.Headers["x-mc-flags"])
@@ -153,9 +141,9 @@ func TestAMQPViewForeignMessagesFlags(t *testing.T) {
 			q := testbroker.Name(t, "foreign")
 			body := []byte("from amqp: " + tc.name)
 			avPublish(t, q, tc.headers, body)
-			c.do("get "+q+"\r\n", fmt.Sprintf("VALUE %s %d %d\r\n%s\r\nEND\r\n", q, tc.want, len(body), body))
-			c.do("delete "+q+"\r\n", "DELETED\r\n")
-			if n := avDepth(t, q); n != 0 {
+			c.Do("get "+q+"\r\n", fmt.Sprintf("VALUE %s %d %d\r\n%s\r\nEND\r\n", q, tc.want, len(body), body))
+			c.Do("delete "+q+"\r\n", "DELETED\r\n")
+			if n := testbroker.QueueDepth(t, q); n != 0 {
 				t.Fatalf("depth %d after delete", n)
 			}
 		})
@@ -168,8 +156,8 @@ func TestAMQPViewForeignBinaryBody(t *testing.T) {
 	body := avAllBytes()
 	avPublish(t, q, amqp091.Table{"x-mc-flags": int64(77)}, body)
 	c := g.dial()
-	c.do("get "+q+"\r\n", fmt.Sprintf("VALUE %s 77 %d\r\n%s\r\nEND\r\n", q, len(body), body))
-	c.do("delete "+q+"\r\n", "DELETED\r\n")
+	c.Do("get "+q+"\r\n", fmt.Sprintf("VALUE %s 77 %d\r\n%s\r\nEND\r\n", q, len(body), body))
+	c.Do("delete "+q+"\r\n", "DELETED\r\n")
 	c.synced()
 }
 
@@ -180,7 +168,7 @@ func TestAMQPViewExptime(t *testing.T) {
 
 	t.Run("relative seconds become a per-message TTL", func(t *testing.T) {
 		q := testbroker.Name(t, "ttl")
-		c.do("set "+q+" 0 100 3\r\nttl\r\n", "STORED\r\n")
+		c.Do("set "+q+" 0 100 3\r\nttl\r\n", "STORED\r\n")
 		m := avRawGet(t, ch, q)
 		if m.Expiration != "100000" {
 			t.Fatalf("Expiration = %q, want \"100000\"", m.Expiration)
@@ -193,7 +181,7 @@ func TestAMQPViewExptime(t *testing.T) {
 	t.Run("unix time in the future", func(t *testing.T) {
 		q := testbroker.Name(t, "unix")
 		exp := time.Now().Add(time.Hour).Unix()
-		c.do(fmt.Sprintf("set %s 0 %d 1\r\nu\r\n", q, exp), "STORED\r\n")
+		c.Do(fmt.Sprintf("set %s 0 %d 1\r\nu\r\n", q, exp), "STORED\r\n")
 		m := avRawGet(t, ch, q)
 		var ms int64
 		if _, err := fmt.Sscan(m.Expiration, &ms); err != nil || ms < 3500_000 || ms > 3600_000 {
@@ -207,11 +195,11 @@ func TestAMQPViewExptime(t *testing.T) {
 	} {
 		t.Run(tc.name+" is stored and never returned", func(t *testing.T) {
 			q := testbroker.Name(t, "dead")
-			c.do("set "+q+" 0 "+tc.exptime+" 4\r\ndead\r\n", "STORED\r\n")
-			c.do("get "+q+"\r\n", "END\r\n")
+			c.Do("set "+q+" 0 "+tc.exptime+" 4\r\ndead\r\n", "STORED\r\n")
+			c.Do("get "+q+"\r\n", "END\r\n")
 			other := g.dial()
-			other.do("gets "+q+"\r\n", "END\r\n")
-			if n := avDepth(t, q); n != 0 {
+			other.Do("gets "+q+"\r\n", "END\r\n")
+			if n := testbroker.QueueDepth(t, q); n != 0 {
 				t.Fatalf("queue holds %d messages, want 0", n)
 			}
 			if _, ok, err := ch.Get(q, true); err != nil || ok {
@@ -226,17 +214,17 @@ func TestAMQPViewDisconnectRequeuesRedelivered(t *testing.T) {
 	q := testbroker.Name(t, "requeue")
 	body := "work item\r\nwith CRLF"
 	p := g.dial()
-	p.do(fmt.Sprintf("set %s 11 0 %d\r\n%s\r\n", q, len(body), body), "STORED\r\n")
+	p.Do(fmt.Sprintf("set %s 11 0 %d\r\n%s\r\n", q, len(body), body), "STORED\r\n")
 
 	w := g.dial()
-	w.do("get "+q+"\r\n", fmt.Sprintf("VALUE %s 11 %d\r\n%s\r\nEND\r\n", q, len(body), body))
+	w.Do("get "+q+"\r\n", fmt.Sprintf("VALUE %s 11 %d\r\n%s\r\nEND\r\n", q, len(body), body))
 
 	ch := testbroker.Channel(t)
 	// Reserved: the broker holds it unacked, a raw consumer cannot have it.
 	if _, ok, err := ch.Get(q, true); err != nil || ok {
 		t.Fatalf("raw get while reserved: ok=%v err=%v, want empty", ok, err)
 	}
-	w.close()
+	w.Close()
 
 	var m amqp091.Delivery
 	testbroker.Eventually(t, 5*time.Second, "the message back in the queue", func() bool {
@@ -272,13 +260,13 @@ func TestAMQPViewQueueDeletedByOperator(t *testing.T) {
 	q := testbroker.Name(t, "gone")
 	other := testbroker.Name(t, "other")
 	c := g.dial()
-	c.do("set "+q+" 0 0 1\r\na\r\n", "STORED\r\n")
-	c.do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\na\r\nEND\r\n")
-	c.do("delete "+q+"\r\n", "DELETED\r\n")
+	c.Do("set "+q+" 0 0 1\r\na\r\n", "STORED\r\n")
+	c.Do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\na\r\nEND\r\n")
+	c.Do("delete "+q+"\r\n", "DELETED\r\n")
 
 	holder := g.dial()
-	holder.do("set "+other+" 0 0 4\r\nheld\r\n", "STORED\r\n")
-	holder.do("get "+other+"\r\n", "VALUE "+other+" 0 4\r\nheld\r\nEND\r\n")
+	holder.Do("set "+other+" 0 0 4\r\nheld\r\n", "STORED\r\n")
+	holder.Do("get "+other+"\r\n", "VALUE "+other+" 0 4\r\nheld\r\nEND\r\n")
 
 	ch := testbroker.Channel(t)
 	if _, err := ch.QueueDelete(q, false, false, false); err != nil {
@@ -288,8 +276,8 @@ func TestAMQPViewQueueDeletedByOperator(t *testing.T) {
 	// Enough gets to go through every fetch channel of the gateway.
 	bad := 0
 	for i := range 16 {
-		c.send("get " + q + "\r\n")
-		if line := c.line(); line != "END" {
+		c.Send("get " + q + "\r\n")
+		if line := c.Line(); line != "END" {
 			if bad == 0 {
 				t.Errorf("get %d of the deleted queue: %q, want END (a miss)", i+1, line)
 			}
@@ -301,17 +289,17 @@ func TestAMQPViewQueueDeletedByOperator(t *testing.T) {
 	}
 	// The other client's reservation is intact: its ack is DELETED, and
 	// its message is not handed to anyone else.
-	holder.send("delete " + other + "\r\n")
-	if line := holder.line(); line != "DELETED" {
+	holder.Send("delete " + other + "\r\n")
+	if line := holder.Line(); line != "DELETED" {
 		t.Errorf("delete of a reservation on another queue after gets of the deleted one: %q, want DELETED", line)
 	}
-	if n := avDepth(t, other); n != 0 {
+	if n := testbroker.QueueDepth(t, other); n != 0 {
 		t.Errorf("the other queue holds %d messages after its message was acked", n)
 	}
-	c.send("set " + q + " 0 0 1\r\nb\r\n")
-	if line := c.line(); line != "STORED" {
+	c.Send("set " + q + " 0 0 1\r\nb\r\n")
+	if line := c.Line(); line != "STORED" {
 		t.Fatalf("set to the deleted (auto-declarable) queue: %q, want STORED", line)
 	}
-	c.do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\nb\r\nEND\r\n")
-	c.do("delete "+q+"\r\n", "DELETED\r\n")
+	c.Do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\nb\r\nEND\r\n")
+	c.Do("delete "+q+"\r\n", "DELETED\r\n")
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mcbridge/mcbridge/config"
+	"github.com/mcbridge/mcbridge/internal/mctest"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
 	"github.com/mcbridge/mcbridge/mcproto"
 )
@@ -16,16 +17,7 @@ import (
 // binFrame builds one binary-protocol message (request or response) byte
 // by byte, independently of mcproto's writer.
 func binFrame(magic byte, op mcproto.BinOpcode, status uint16, opaque uint32, cas uint64, extras, key, value string) string {
-	h := make([]byte, 24)
-	h[0] = magic
-	h[1] = byte(op)
-	binary.BigEndian.PutUint16(h[2:], uint16(len(key)))
-	h[4] = byte(len(extras))
-	binary.BigEndian.PutUint16(h[6:], status)
-	binary.BigEndian.PutUint32(h[8:], uint32(len(extras)+len(key)+len(value)))
-	binary.BigEndian.PutUint32(h[12:], opaque)
-	binary.BigEndian.PutUint64(h[16:], cas)
-	return string(h) + extras + key + value
+	return mctest.BinFrame(magic, byte(op), status, opaque, cas, extras, key, value)
 }
 
 func breq(op mcproto.BinOpcode, opaque uint32, cas uint64, extras, key, value string) string {
@@ -75,11 +67,11 @@ type binMsg struct {
 
 // bread reads one response.
 func (c *client) bread() binMsg {
-	c.t.Helper()
-	_ = c.nc.SetReadDeadline(time.Now().Add(15 * time.Second))
+	c.T.Helper()
+	_ = c.NetConn.SetReadDeadline(time.Now().Add(15 * time.Second))
 	h := make([]byte, 24)
-	if _, err := io.ReadFull(c.r, h); err != nil {
-		c.t.Fatalf("reading binary header: %v", err)
+	if _, err := io.ReadFull(c.Reader, h); err != nil {
+		c.T.Fatalf("reading binary header: %v", err)
 	}
 	m := binMsg{
 		magic: h[0], op: h[1],
@@ -89,8 +81,8 @@ func (c *client) bread() binMsg {
 		opaque: binary.BigEndian.Uint32(h[12:]), cas: binary.BigEndian.Uint64(h[16:]),
 	}
 	body := make([]byte, m.body)
-	if _, err := io.ReadFull(c.r, body); err != nil {
-		c.t.Fatalf("reading binary body: %v", err)
+	if _, err := io.ReadFull(c.Reader, body); err != nil {
+		c.T.Fatalf("reading binary body: %v", err)
 	}
 	m.extras = string(body[:m.extLen])
 	m.key = string(body[m.extLen : m.extLen+m.keyLen])
@@ -101,23 +93,23 @@ func (c *client) bread() binMsg {
 // bhit reads a successful item response and checks all of it but the cas,
 // which must be a reservation id (non-zero); it returns the cas.
 func (c *client) bhit(op mcproto.BinOpcode, opaque uint32, flags uint32, key, value string) uint64 {
-	c.t.Helper()
+	c.T.Helper()
 	m := c.bread()
 	want := bresp(op, mcproto.BinStatusOK, opaque, m.cas, be32(flags), key, value)
 	got := bresp(mcproto.BinOpcode(m.op), mcproto.BinStatus(m.status), m.opaque, m.cas, m.extras, m.key, m.value)
 	if m.magic != 0x81 || got != want {
-		c.t.Fatalf("item response mismatch:\n want %q\n  got %q (magic %#x)", want, got, m.magic)
+		c.T.Fatalf("item response mismatch:\n want %q\n  got %q (magic %#x)", want, got, m.magic)
 	}
 	if m.cas == 0 {
-		c.t.Fatalf("item response with cas 0, want the reservation id")
+		c.T.Fatalf("item response with cas 0, want the reservation id")
 	}
 	return m.cas
 }
 
 // bsynced proves a binary connection is still in step.
 func (c *client) bsynced() {
-	c.t.Helper()
-	c.do(breq(mcproto.BinVersion, 0xfeed, 0, "", "", ""), bresp(mcproto.BinVersion, 0, 0xfeed, 0, "", "", Version))
+	c.T.Helper()
+	c.Do(breq(mcproto.BinVersion, 0xfeed, 0, "", "", ""), bresp(mcproto.BinVersion, 0, 0xfeed, 0, "", "", Version))
 }
 
 // TestBinaryReplies walks every served opcode with byte-exact replies.
@@ -126,56 +118,56 @@ func TestBinaryReplies(t *testing.T) {
 	q := testbroker.Name(t, "q")
 	c := g.dial()
 
-	c.do(bSet(mcproto.BinSet, 1, q, 42, "hello"), bOK(mcproto.BinSet, 1))
-	c.do(bSet(mcproto.BinSetQ, 2, q, 7, "abc"), "") // quiet: nothing on success
+	c.Do(bSet(mcproto.BinSet, 1, q, 42, "hello"), bOK(mcproto.BinSet, 1))
+	c.Do(bSet(mcproto.BinSetQ, 2, q, 7, "abc"), "") // quiet: nothing on success
 	c.bsynced()
-	c.do(bSet(mcproto.BinSet, 3, q, 0, ""), bOK(mcproto.BinSet, 3))
+	c.Do(bSet(mcproto.BinSet, 3, q, 0, ""), bOK(mcproto.BinSet, 3))
 
 	// get reserves; while held, a second get is a miss.
-	c.send(bGet(mcproto.BinGet, 10, q))
+	c.Send(bGet(mcproto.BinGet, 10, q))
 	id := c.bhit(mcproto.BinGet, 10, 42, "", "hello")
-	c.do(bGet(mcproto.BinGet, 11, q), bErr(mcproto.BinGet, mcproto.BinStatusKeyNotFound, 11, "Not found"))
-	c.do(bGet(mcproto.BinGetK, 12, q), bresp(mcproto.BinGetK, mcproto.BinStatusKeyNotFound, 12, 0, "", q, ""))
-	c.do(bGet(mcproto.BinGetQ, 13, q), "")
-	c.do(bGet(mcproto.BinGetKQ, 14, q), "")
-	c.do(breq(mcproto.BinGATQ, 15, 0, be32(60), q, ""), "")
-	c.do(breq(mcproto.BinGATKQ, 16, 0, be32(60), q, ""), "")
-	c.do(breq(mcproto.BinGAT, 17, 0, be32(60), q, ""), bErr(mcproto.BinGAT, mcproto.BinStatusKeyNotFound, 17, "Not found"))
-	c.do(breq(mcproto.BinGATK, 18, 0, be32(60), q, ""), bresp(mcproto.BinGATK, mcproto.BinStatusKeyNotFound, 18, 0, "", q, ""))
-	c.do(breq(mcproto.BinNoop, 19, 0, "", "", ""), bOK(mcproto.BinNoop, 19))
+	c.Do(bGet(mcproto.BinGet, 11, q), bErr(mcproto.BinGet, mcproto.BinStatusKeyNotFound, 11, "Not found"))
+	c.Do(bGet(mcproto.BinGetK, 12, q), bresp(mcproto.BinGetK, mcproto.BinStatusKeyNotFound, 12, 0, "", q, ""))
+	c.Do(bGet(mcproto.BinGetQ, 13, q), "")
+	c.Do(bGet(mcproto.BinGetKQ, 14, q), "")
+	c.Do(breq(mcproto.BinGATQ, 15, 0, be32(60), q, ""), "")
+	c.Do(breq(mcproto.BinGATKQ, 16, 0, be32(60), q, ""), "")
+	c.Do(breq(mcproto.BinGAT, 17, 0, be32(60), q, ""), bErr(mcproto.BinGAT, mcproto.BinStatusKeyNotFound, 17, "Not found"))
+	c.Do(breq(mcproto.BinGATK, 18, 0, be32(60), q, ""), bresp(mcproto.BinGATK, mcproto.BinStatusKeyNotFound, 18, 0, "", q, ""))
+	c.Do(breq(mcproto.BinNoop, 19, 0, "", "", ""), bOK(mcproto.BinNoop, 19))
 
 	// touch answers with the held message's flags and reservation id.
-	c.do(breq(mcproto.BinTouch, 20, 0, be32(30), q, ""), bresp(mcproto.BinTouch, 0, 20, id, be32(42), "", ""))
-	c.do(bDelete(mcproto.BinDelete, 21, 0, q), bOK(mcproto.BinDelete, 21))
-	c.do(bDelete(mcproto.BinDelete, 22, 0, q), bErr(mcproto.BinDelete, mcproto.BinStatusKeyNotFound, 22, "Not found"))
-	c.do(bDelete(mcproto.BinDeleteQ, 23, 0, q), bErr(mcproto.BinDeleteQ, mcproto.BinStatusKeyNotFound, 23, "Not found"))
-	c.do(breq(mcproto.BinTouch, 24, 0, be32(30), q, ""), bErr(mcproto.BinTouch, mcproto.BinStatusKeyNotFound, 24, "Not found"))
+	c.Do(breq(mcproto.BinTouch, 20, 0, be32(30), q, ""), bresp(mcproto.BinTouch, 0, 20, id, be32(42), "", ""))
+	c.Do(bDelete(mcproto.BinDelete, 21, 0, q), bOK(mcproto.BinDelete, 21))
+	c.Do(bDelete(mcproto.BinDelete, 22, 0, q), bErr(mcproto.BinDelete, mcproto.BinStatusKeyNotFound, 22, "Not found"))
+	c.Do(bDelete(mcproto.BinDeleteQ, 23, 0, q), bErr(mcproto.BinDeleteQ, mcproto.BinStatusKeyNotFound, 23, "Not found"))
+	c.Do(breq(mcproto.BinTouch, 24, 0, be32(30), q, ""), bErr(mcproto.BinTouch, mcproto.BinStatusKeyNotFound, 24, "Not found"))
 
 	// getk returns the key; deleteq is silent on success.
-	c.send(bGet(mcproto.BinGetK, 30, q))
+	c.Send(bGet(mcproto.BinGetK, 30, q))
 	c.bhit(mcproto.BinGetK, 30, 7, q, "abc")
-	c.do(bDelete(mcproto.BinDeleteQ, 31, 0, q), "")
+	c.Do(bDelete(mcproto.BinDeleteQ, 31, 0, q), "")
 	c.bsynced()
 	// gat reserves with a lease; gatk returns the key.
-	c.send(breq(mcproto.BinGATK, 32, 0, be32(60), q, ""))
+	c.Send(breq(mcproto.BinGATK, 32, 0, be32(60), q, ""))
 	c.bhit(mcproto.BinGATK, 32, 0, q, "")
-	c.do(bDelete(mcproto.BinDelete, 33, 0, q), bOK(mcproto.BinDelete, 33))
-	c.do(bGet(mcproto.BinGet, 34, q), bErr(mcproto.BinGet, mcproto.BinStatusKeyNotFound, 34, "Not found"))
+	c.Do(bDelete(mcproto.BinDelete, 33, 0, q), bOK(mcproto.BinDelete, 33))
+	c.Do(bGet(mcproto.BinGet, 34, q), bErr(mcproto.BinGet, mcproto.BinStatusKeyNotFound, 34, "Not found"))
 
 	// The rest of the served opcodes.
-	c.do(breq(mcproto.BinVersion, 40, 0, "", "", ""), bresp(mcproto.BinVersion, 0, 40, 0, "", "", Version))
-	c.do(breq(mcproto.BinVerbosity, 41, 0, be32(1), "", ""), bOK(mcproto.BinVerbosity, 41))
-	c.do(breq(mcproto.BinFlush, 42, 0, "", "", ""), bOK(mcproto.BinFlush, 42))
-	c.do(breq(mcproto.BinFlush, 43, 0, be32(10), "", ""), bOK(mcproto.BinFlush, 43))
-	c.do(breq(mcproto.BinFlushQ, 44, 0, "", "", ""), "")
+	c.Do(breq(mcproto.BinVersion, 40, 0, "", "", ""), bresp(mcproto.BinVersion, 0, 40, 0, "", "", Version))
+	c.Do(breq(mcproto.BinVerbosity, 41, 0, be32(1), "", ""), bOK(mcproto.BinVerbosity, 41))
+	c.Do(breq(mcproto.BinFlush, 42, 0, "", "", ""), bOK(mcproto.BinFlush, 42))
+	c.Do(breq(mcproto.BinFlush, 43, 0, be32(10), "", ""), bOK(mcproto.BinFlush, 43))
+	c.Do(breq(mcproto.BinFlushQ, 44, 0, "", "", ""), "")
 	c.bsynced()
-	c.do(breq(mcproto.BinQuit, 45, 0, "", "", ""), bOK(mcproto.BinQuit, 45))
-	c.expectClosed()
+	c.Do(breq(mcproto.BinQuit, 45, 0, "", "", ""), bOK(mcproto.BinQuit, 45))
+	c.ExpectClosed()
 
 	d := g.dial()
 	d.bsynced()
-	d.do(breq(mcproto.BinQuitQ, 46, 0, "", "", ""), "")
-	d.expectClosed()
+	d.Do(breq(mcproto.BinQuitQ, 46, 0, "", "", ""), "")
+	d.ExpectClosed()
 }
 
 // TestBinaryStat: the stat listing is the text one, entry by entry, ended
@@ -183,7 +175,7 @@ func TestBinaryReplies(t *testing.T) {
 func TestBinaryStat(t *testing.T) {
 	g := startGateway(t, nil)
 	c := g.dial()
-	c.send(breq(mcproto.BinStat, 7, 0, "", "", ""))
+	c.Send(breq(mcproto.BinStat, 7, 0, "", "", ""))
 	names := map[string]string{}
 	for {
 		m := c.bread()
@@ -203,7 +195,7 @@ func TestBinaryStat(t *testing.T) {
 	if names["version"] != Version {
 		t.Errorf("version %q", names["version"])
 	}
-	c.send(breq(mcproto.BinStat, 8, 0, "", "settings", ""))
+	c.Send(breq(mcproto.BinStat, 8, 0, "", "settings", ""))
 	n := 0
 	for m := c.bread(); m.key != ""; m = c.bread() {
 		n++
@@ -211,7 +203,7 @@ func TestBinaryStat(t *testing.T) {
 	if n == 0 {
 		t.Error("stat settings: no entries")
 	}
-	c.do(breq(mcproto.BinStat, 9, 0, "", "bogus", ""), bErr(mcproto.BinStat, mcproto.BinStatusKeyNotFound, 9, "Not found"))
+	c.Do(breq(mcproto.BinStat, 9, 0, "", "bogus", ""), bErr(mcproto.BinStat, mcproto.BinStatusKeyNotFound, 9, "Not found"))
 	c.bsynced()
 }
 
@@ -253,14 +245,14 @@ func TestBinaryStatuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c.t = t
-			c.do(tt.send, tt.want)
+			c.T = t
+			c.Do(tt.send, tt.want)
 			c.bsynced()
 		})
 	}
-	c.t = t
+	c.T = t
 	// Nothing was published by the refused sets.
-	c.do(bGet(mcproto.BinGet, 40, q), bErr(mcproto.BinGet, mcproto.BinStatusKeyNotFound, 40, "Not found"))
+	c.Do(bGet(mcproto.BinGet, 40, q), bErr(mcproto.BinGet, mcproto.BinStatusKeyNotFound, 40, "Not found"))
 }
 
 // TestBinaryNotStored: a set that nothing routes is 0x0005, quiet or not.
@@ -268,9 +260,9 @@ func TestBinaryNotStored(t *testing.T) {
 	g := startGateway(t, yamlConfig(t, "auto_declare: {enabled: false}\n"))
 	q := testbroker.Name(t, "q")
 	c := g.dial()
-	c.do(bSet(mcproto.BinSet, 1, q, 0, "x"), bErr(mcproto.BinSet, mcproto.BinStatusNotStored, 1, "Not stored."))
-	c.do(bSet(mcproto.BinSetQ, 2, q, 0, "x"), bErr(mcproto.BinSetQ, mcproto.BinStatusNotStored, 2, "Not stored."))
-	c.do(bGet(mcproto.BinGetQ, 3, q), "")
+	c.Do(bSet(mcproto.BinSet, 1, q, 0, "x"), bErr(mcproto.BinSet, mcproto.BinStatusNotStored, 1, "Not stored."))
+	c.Do(bSet(mcproto.BinSetQ, 2, q, 0, "x"), bErr(mcproto.BinSetQ, mcproto.BinStatusNotStored, 2, "Not stored."))
+	c.Do(bGet(mcproto.BinGetQ, 3, q), "")
 	c.bsynced()
 }
 
@@ -289,7 +281,7 @@ func TestBinaryBrokerDown(t *testing.T) {
 		bGet(mcproto.BinGetQ, 4, q),
 		bGet(mcproto.BinGetKQ, 5, q),
 	} {
-		c.send(req)
+		c.Send(req)
 		m := c.bread()
 		if m.status != uint16(mcproto.BinStatusInternalError) || m.opaque != uint32(i+1) || m.value == "" || m.extLen != 0 || m.keyLen != 0 {
 			t.Errorf("request %d with the broker down: %+v, want 0x0084 with a reason", i+1, m)
@@ -298,7 +290,7 @@ func TestBinaryBrokerDown(t *testing.T) {
 			t.Errorf("reason leaks the password: %q", m.value)
 		}
 	}
-	c.do(bDelete(mcproto.BinDelete, 9, 0, q), bErr(mcproto.BinDelete, mcproto.BinStatusKeyNotFound, 9, "Not found"))
+	c.Do(bDelete(mcproto.BinDelete, 9, 0, q), bErr(mcproto.BinDelete, mcproto.BinStatusKeyNotFound, 9, "Not found"))
 }
 
 // TestBinaryPipelined: many requests in one write, quiet misses answered
@@ -308,31 +300,31 @@ func TestBinaryPipelined(t *testing.T) {
 	q1, q2, q3 := testbroker.Name(t, "a"), testbroker.Name(t, "b"), testbroker.Name(t, "c")
 	c := g.dial()
 	// A multi-set as clients pipeline it: setq..., noop.
-	c.do(bSet(mcproto.BinSetQ, 1, q1, 1, "one")+bSet(mcproto.BinSetQ, 2, q3, 3, "three")+breq(mcproto.BinNoop, 3, 0, "", "", ""),
+	c.Do(bSet(mcproto.BinSetQ, 1, q1, 1, "one")+bSet(mcproto.BinSetQ, 2, q3, 3, "three")+breq(mcproto.BinNoop, 3, 0, "", "", ""),
 		bOK(mcproto.BinNoop, 3))
 	// A multi-get: getkq per key, then noop; only hits and the noop answer.
-	c.send(bGet(mcproto.BinGetKQ, 10, q1) + bGet(mcproto.BinGetKQ, 11, q2) + bGet(mcproto.BinGetKQ, 12, q3) + breq(mcproto.BinNoop, 13, 0, "", "", ""))
+	c.Send(bGet(mcproto.BinGetKQ, 10, q1) + bGet(mcproto.BinGetKQ, 11, q2) + bGet(mcproto.BinGetKQ, 12, q3) + breq(mcproto.BinNoop, 13, 0, "", "", ""))
 	id1 := c.bhit(mcproto.BinGetKQ, 10, 1, q1, "one")
 	id3 := c.bhit(mcproto.BinGetKQ, 12, 3, q3, "three")
-	c.expect(bOK(mcproto.BinNoop, 13))
+	c.Expect(bOK(mcproto.BinNoop, 13))
 	if id1 == id3 {
 		t.Fatalf("two reservations with id %d", id1)
 	}
 	// Misses only, then noop: the noop alone.
-	c.do(bGet(mcproto.BinGetQ, 20, q1)+bGet(mcproto.BinGetQ, 21, q2)+bGet(mcproto.BinGetKQ, 22, q3)+breq(mcproto.BinNoop, 23, 0, "", "", ""),
+	c.Do(bGet(mcproto.BinGetQ, 20, q1)+bGet(mcproto.BinGetQ, 21, q2)+bGet(mcproto.BinGetKQ, 22, q3)+breq(mcproto.BinNoop, 23, 0, "", "", ""),
 		bOK(mcproto.BinNoop, 23))
 	// Mixed: deletes, a bad request and a version in one write, in order.
-	c.do(bDelete(mcproto.BinDeleteQ, 30, 0, q1)+bDelete(mcproto.BinDelete, 31, id3, q3)+bGet(mcproto.BinGet, 32, "")+
+	c.Do(bDelete(mcproto.BinDeleteQ, 30, 0, q1)+bDelete(mcproto.BinDelete, 31, id3, q3)+bGet(mcproto.BinGet, 32, "")+
 		bDelete(mcproto.BinDeleteQ, 33, 0, q2)+breq(mcproto.BinVersion, 34, 0, "", "", ""),
 		bOK(mcproto.BinDelete, 31)+bErr(mcproto.BinGet, mcproto.BinStatusInvalidArgs, 32, "Invalid arguments")+
 			bErr(mcproto.BinDeleteQ, mcproto.BinStatusKeyNotFound, 33, "Not found")+bresp(mcproto.BinVersion, 0, 34, 0, "", "", Version))
 	// The same requests byte by byte.
-	c.send(bSet(mcproto.BinSetQ, 40, q2, 0, "2"))
+	c.Send(bSet(mcproto.BinSetQ, 40, q2, 0, "2"))
 	for _, b := range []byte(bGet(mcproto.BinGetK, 41, q2)) {
-		c.send(string([]byte{b}))
+		c.Send(string([]byte{b}))
 	}
 	c.bhit(mcproto.BinGetK, 41, 0, q2, "2")
-	c.do(bDelete(mcproto.BinDelete, 42, 0, q2), bOK(mcproto.BinDelete, 42))
+	c.Do(bDelete(mcproto.BinDelete, 42, 0, q2), bOK(mcproto.BinDelete, 42))
 }
 
 // TestBinaryOpaqueEcho: every reply carries its request's opaque,
@@ -342,13 +334,13 @@ func TestBinaryOpaqueEcho(t *testing.T) {
 	q := testbroker.Name(t, "q")
 	c := g.dial()
 	for _, o := range []uint32{0, 1, 0xdeadbeef, 0xffffffff} {
-		c.do(bSet(mcproto.BinSet, o, q, 0, "x"), bOK(mcproto.BinSet, o))
-		c.send(bGet(mcproto.BinGet, o, q))
+		c.Do(bSet(mcproto.BinSet, o, q, 0, "x"), bOK(mcproto.BinSet, o))
+		c.Send(bGet(mcproto.BinGet, o, q))
 		c.bhit(mcproto.BinGet, o, 0, "", "x")
-		c.do(bDelete(mcproto.BinDelete, o, 0, q), bOK(mcproto.BinDelete, o))
-		c.do(bGet(mcproto.BinGet, o, q), bErr(mcproto.BinGet, mcproto.BinStatusKeyNotFound, o, "Not found"))
-		c.do(breq(0x60, o, 0, "", "", ""), bErr(0x60, mcproto.BinStatusUnknownCommand, o, "Unknown command"))
-		c.do(breq(mcproto.BinNoop, o, 0, "", "", ""), bOK(mcproto.BinNoop, o))
+		c.Do(bDelete(mcproto.BinDelete, o, 0, q), bOK(mcproto.BinDelete, o))
+		c.Do(bGet(mcproto.BinGet, o, q), bErr(mcproto.BinGet, mcproto.BinStatusKeyNotFound, o, "Not found"))
+		c.Do(breq(0x60, o, 0, "", "", ""), bErr(0x60, mcproto.BinStatusUnknownCommand, o, "Unknown command"))
+		c.Do(breq(mcproto.BinNoop, o, 0, "", "", ""), bOK(mcproto.BinNoop, o))
 	}
 }
 
@@ -358,13 +350,13 @@ func TestBinaryFlagsRoundTrip(t *testing.T) {
 	g := startGateway(t, nil)
 	q := testbroker.Name(t, "q")
 	bin, text := g.dial(), g.dial()
-	bin.do(bSet(mcproto.BinSet, 1, q, 0xfffffffe, "from-binary"), bOK(mcproto.BinSet, 1))
-	text.do("get "+q+"\r\n", "VALUE "+q+" 4294967294 11\r\nfrom-binary\r\nEND\r\n")
-	text.do("delete "+q+"\r\n", "DELETED\r\n")
-	text.do("set "+q+" 12345 0 9\r\nfrom-text\r\n", "STORED\r\n")
-	bin.send(bGet(mcproto.BinGet, 2, q))
+	bin.Do(bSet(mcproto.BinSet, 1, q, 0xfffffffe, "from-binary"), bOK(mcproto.BinSet, 1))
+	text.Do("get "+q+"\r\n", "VALUE "+q+" 4294967294 11\r\nfrom-binary\r\nEND\r\n")
+	text.Do("delete "+q+"\r\n", "DELETED\r\n")
+	text.Do("set "+q+" 12345 0 9\r\nfrom-text\r\n", "STORED\r\n")
+	bin.Send(bGet(mcproto.BinGet, 2, q))
 	bin.bhit(mcproto.BinGet, 2, 12345, "", "from-text")
-	bin.do(bDelete(mcproto.BinDelete, 3, 0, q), bOK(mcproto.BinDelete, 3))
+	bin.Do(bDelete(mcproto.BinDelete, 3, 0, q), bOK(mcproto.BinDelete, 3))
 }
 
 // TestBinaryDeleteByCas: DELETE (and SET) with a cas acks that reservation
@@ -373,33 +365,33 @@ func TestBinaryDeleteByCas(t *testing.T) {
 	g := startGateway(t, nil)
 	q := testbroker.Name(t, "q")
 	a, b, text := g.dial(), g.dial(), g.dial()
-	a.do(bSet(mcproto.BinSet, 1, q, 0, "m1"), bOK(mcproto.BinSet, 1))
-	a.do(bSet(mcproto.BinSet, 2, q, 0, "m2"), bOK(mcproto.BinSet, 2))
-	a.send(bGet(mcproto.BinGet, 3, q))
+	a.Do(bSet(mcproto.BinSet, 1, q, 0, "m1"), bOK(mcproto.BinSet, 1))
+	a.Do(bSet(mcproto.BinSet, 2, q, 0, "m2"), bOK(mcproto.BinSet, 2))
+	a.Send(bGet(mcproto.BinGet, 3, q))
 	id := a.bhit(mcproto.BinGet, 3, 0, "", "m1")
 
-	b.do(bDelete(mcproto.BinDelete, 4, id+1, q), bErr(mcproto.BinDelete, mcproto.BinStatusKeyNotFound, 4, "Not found"))
-	b.do(bDelete(mcproto.BinDelete, 5, id, q+".other"), bErr(mcproto.BinDelete, mcproto.BinStatusKeyNotFound, 5, "Not found"))
-	b.do(bDelete(mcproto.BinDeleteQ, 6, id, q), "")
+	b.Do(bDelete(mcproto.BinDelete, 4, id+1, q), bErr(mcproto.BinDelete, mcproto.BinStatusKeyNotFound, 4, "Not found"))
+	b.Do(bDelete(mcproto.BinDelete, 5, id, q+".other"), bErr(mcproto.BinDelete, mcproto.BinStatusKeyNotFound, 5, "Not found"))
+	b.Do(bDelete(mcproto.BinDeleteQ, 6, id, q), "")
 	b.bsynced()
-	b.do(bDelete(mcproto.BinDelete, 7, id, q), bErr(mcproto.BinDelete, mcproto.BinStatusKeyNotFound, 7, "Not found"))
+	b.Do(bDelete(mcproto.BinDelete, 7, id, q), bErr(mcproto.BinDelete, mcproto.BinStatusKeyNotFound, 7, "Not found"))
 	// The owner's reservation went with it.
-	a.do(bDelete(mcproto.BinDelete, 8, 0, q), bErr(mcproto.BinDelete, mcproto.BinStatusKeyNotFound, 8, "Not found"))
+	a.Do(bDelete(mcproto.BinDelete, 8, 0, q), bErr(mcproto.BinDelete, mcproto.BinStatusKeyNotFound, 8, "Not found"))
 
 	// A text gets' cas acked by a binary set-with-cas; the value is ignored.
-	text.send("gets " + q + "\r\n")
+	text.Send("gets " + q + "\r\n")
 	var key string
 	var flags, n int
 	var id2 uint64
-	if _, err := fmt.Sscanf(text.line(), "VALUE %s %d %d %d", &key, &flags, &n, &id2); err != nil {
+	if _, err := fmt.Sscanf(text.Line(), "VALUE %s %d %d %d", &key, &flags, &n, &id2); err != nil {
 		t.Fatalf("gets header: %v", err)
 	}
-	text.expect("m2\r\nEND\r\n")
-	b.do(breq(mcproto.BinSet, 9, id2, setExtras(0, 0), q, "ignored"), bOK(mcproto.BinSet, 9))
-	b.do(breq(mcproto.BinSet, 10, id2, setExtras(0, 0), q, "ignored"), bErr(mcproto.BinSet, mcproto.BinStatusKeyNotFound, 10, "Not found"))
-	text.do("delete "+q+"\r\n", "NOT_FOUND\r\n")
+	text.Expect("m2\r\nEND\r\n")
+	b.Do(breq(mcproto.BinSet, 9, id2, setExtras(0, 0), q, "ignored"), bOK(mcproto.BinSet, 9))
+	b.Do(breq(mcproto.BinSet, 10, id2, setExtras(0, 0), q, "ignored"), bErr(mcproto.BinSet, mcproto.BinStatusKeyNotFound, 10, "Not found"))
+	text.Do("delete "+q+"\r\n", "NOT_FOUND\r\n")
 	// Nothing left: the ignored value was not published.
-	b.do(bGet(mcproto.BinGet, 11, q), bErr(mcproto.BinGet, mcproto.BinStatusKeyNotFound, 11, "Not found"))
+	b.Do(bGet(mcproto.BinGet, 11, q), bErr(mcproto.BinGet, mcproto.BinStatusKeyNotFound, 11, "Not found"))
 }
 
 // TestBinaryDisconnectRequeues: a binary client's reservation goes back
@@ -408,21 +400,21 @@ func TestBinaryDisconnectRequeues(t *testing.T) {
 	g := startGateway(t, nil)
 	q := testbroker.Name(t, "q")
 	a, b := g.dial(), g.dial()
-	a.do(bSet(mcproto.BinSet, 1, q, 9, "job"), bOK(mcproto.BinSet, 1))
-	a.send(bGet(mcproto.BinGet, 2, q))
+	a.Do(bSet(mcproto.BinSet, 1, q, 9, "job"), bOK(mcproto.BinSet, 1))
+	a.Send(bGet(mcproto.BinGet, 2, q))
 	a.bhit(mcproto.BinGet, 2, 9, "", "job")
-	b.do(bGet(mcproto.BinGet, 3, q), bErr(mcproto.BinGet, mcproto.BinStatusKeyNotFound, 3, "Not found"))
-	a.close()
+	b.Do(bGet(mcproto.BinGet, 3, q), bErr(mcproto.BinGet, mcproto.BinStatusKeyNotFound, 3, "Not found"))
+	a.Close()
 	var m binMsg
 	testbroker.Eventually(t, 5*time.Second, "the message back in the queue", func() bool {
-		b.send(bGet(mcproto.BinGet, 4, q))
+		b.Send(bGet(mcproto.BinGet, 4, q))
 		m = b.bread()
 		return m.status == 0
 	})
 	if m.value != "job" || m.extras != be32(9) {
 		t.Fatalf("redelivered %+v", m)
 	}
-	b.do(bDelete(mcproto.BinDelete, 5, 0, q), bOK(mcproto.BinDelete, 5))
+	b.Do(bDelete(mcproto.BinDelete, 5, 0, q), bOK(mcproto.BinDelete, 5))
 }
 
 // TestBinaryFraming: what cannot be resynchronised closes the connection;
@@ -438,34 +430,34 @@ func TestBinaryFraming(t *testing.T) {
 		c := dialClient(t, g.addr)
 		h := []byte(bGet(mcproto.BinGet, 1, "k"))
 		binary.BigEndian.PutUint32(h[8:], 0xffffffff)
-		c.send(string(h[:24]))
-		c.expect(bErr(mcproto.BinGet, mcproto.BinStatusInvalidArgs, 1, "Invalid arguments"))
-		c.expectClosed()
+		c.Send(string(h[:24]))
+		c.Expect(bErr(mcproto.BinGet, mcproto.BinStatusInvalidArgs, 1, "Invalid arguments"))
+		c.ExpectClosed()
 	})
 	t.Run("key longer than body", func(t *testing.T) {
 		c := dialClient(t, g.addr)
 		h := []byte(bGet(mcproto.BinGet, 2, "kkkk"))
 		binary.BigEndian.PutUint32(h[8:], 2) // body 2 < key 4
-		c.send(string(h[:26]))
-		c.expect(bErr(mcproto.BinGet, mcproto.BinStatusInvalidArgs, 2, "Invalid arguments"))
+		c.Send(string(h[:26]))
+		c.Expect(bErr(mcproto.BinGet, mcproto.BinStatusInvalidArgs, 2, "Invalid arguments"))
 		c.bsynced()
 	})
 	t.Run("bad magic later", func(t *testing.T) {
 		c := dialClient(t, g.addr)
 		c.bsynced()
-		c.send("get x\r\n" + strings.Repeat(" ", 17))
-		c.expectClosed()
+		c.Send("get x\r\n" + strings.Repeat(" ", 17))
+		c.ExpectClosed()
 	})
 	t.Run("huge set value discarded", func(t *testing.T) {
 		c := dialClient(t, g.addr)
-		c.do(bSet(mcproto.BinSet, 3, "k", 0, strings.Repeat("v", 3<<20)), bErr(mcproto.BinSet, mcproto.BinStatusTooLarge, 3, "Too large."))
+		c.Do(bSet(mcproto.BinSet, 3, "k", 0, strings.Repeat("v", 3<<20)), bErr(mcproto.BinSet, mcproto.BinStatusTooLarge, 3, "Too large."))
 		c.bsynced()
 	})
 	t.Run("truncated", func(t *testing.T) {
 		c := dialClient(t, g.addr)
-		c.send(bSet(mcproto.BinSet, 4, "k", 0, "value")[:30])
-		c.nc.(interface{ CloseWrite() error }).CloseWrite()
-		c.expectClosed()
+		c.Send(bSet(mcproto.BinSet, 4, "k", 0, "value")[:30])
+		c.NetConn.(interface{ CloseWrite() error }).CloseWrite()
+		c.ExpectClosed()
 	})
 	bystander.bsynced()
 }

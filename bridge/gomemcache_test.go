@@ -33,19 +33,6 @@ func gmcWorkerClient(t testing.TB, addr string, workers int) *memcache.Client {
 	return mc
 }
 
-// gmcQueueDepth is the broker's count of ready messages in queue, from a
-// raw passive declare.
-func gmcQueueDepth(t testing.TB, queue string) int {
-	t.Helper()
-	ch := testbroker.Channel(t)
-	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
-	if err != nil {
-		t.Fatalf("passive declare %s: %v", queue, err)
-	}
-	_ = ch.Close()
-	return q.Messages
-}
-
 func TestGomemcacheSetGetFlags(t *testing.T) {
 	g := startGateway(t, nil)
 	q := testbroker.Name(t, "flags")
@@ -90,7 +77,7 @@ func TestGomemcacheSetGetFlags(t *testing.T) {
 	if _, err := mc.Get(q); !errors.Is(err, memcache.ErrCacheMiss) {
 		t.Fatalf("Get on the drained queue: err = %v, want ErrCacheMiss", err)
 	}
-	if n := gmcQueueDepth(t, q); n != 0 {
+	if n := testbroker.QueueDepth(t, q); n != 0 {
 		t.Fatalf("queue holds %d messages after every one was acked", n)
 	}
 }
@@ -141,7 +128,7 @@ func TestGomemcacheGetMulti(t *testing.T) {
 		if err := mc.CompareAndSwap(got[q]); err != nil {
 			t.Fatalf("CompareAndSwap %s: %v", q, err)
 		}
-		if n := gmcQueueDepth(t, q); n != 0 {
+		if n := testbroker.QueueDepth(t, q); n != 0 {
 			t.Fatalf("queue %s holds %d messages after the ack", q, n)
 		}
 	}
@@ -254,7 +241,7 @@ func TestGomemcacheDeleteWithoutReservation(t *testing.T) {
 	if err := mc.Delete(q); err != memcache.ErrCacheMiss {
 		t.Fatalf("Delete with a message stored but not reserved: %v, want memcache.ErrCacheMiss", err)
 	}
-	if n := gmcQueueDepth(t, q); n != 1 {
+	if n := testbroker.QueueDepth(t, q); n != 1 {
 		t.Fatalf("queue depth %d after a delete with no reservation, want 1", n)
 	}
 	// With one pooled connection, Delete runs on the connection that got
@@ -266,7 +253,7 @@ func TestGomemcacheDeleteWithoutReservation(t *testing.T) {
 	if err := mc.Delete(q); err != nil {
 		t.Fatalf("Delete on the holding connection: %v", err)
 	}
-	if n := gmcQueueDepth(t, q); n != 0 {
+	if n := testbroker.QueueDepth(t, q); n != 0 {
 		t.Fatalf("queue depth %d after the delete, want 0", n)
 	}
 }
@@ -375,7 +362,7 @@ func TestGomemcacheWorkersShareClient(t *testing.T) {
 			t.Errorf("message %s seen %d times (no connection was closed: no duplicate may occur)", v, n)
 		}
 	}
-	if n := gmcQueueDepth(t, q); n != 0 {
+	if n := testbroker.QueueDepth(t, q); n != 0 {
 		t.Fatalf("queue depth %d at the end, want 0", n)
 	}
 }

@@ -3,8 +3,6 @@ package bridge
 import (
 	"context"
 	"fmt"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	"github.com/mcbridge/mcbridge/amqp"
 	"github.com/mcbridge/mcbridge/config"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
+	"github.com/mcbridge/mcbridge/internal/testserve"
 	"github.com/mcbridge/mcbridge/mcproto"
 )
 
@@ -111,7 +110,7 @@ func TestAmqpUpUnreachable(t *testing.T) {
 		URLs:               []string{"amqp://guest:guest@127.0.0.1:1/"},
 		ConsumeConnections: 2,
 		Observer:           obs,
-		Logger:             testLogger(),
+		Logger:             testserve.Logger(nil),
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -119,7 +118,7 @@ func TestAmqpUpUnreachable(t *testing.T) {
 		t.Fatalf("Start: %v", err)
 	}
 	defer broker.Close()
-	New(cfg, broker, obs, Options{Logger: testLogger()})
+	New(cfg, broker, obs, Options{Logger: testserve.Logger(nil)})
 	for _, role := range []string{rolePublish, roleConsume} {
 		if v := toFloat64(obs.metrics.amqpUp.WithLabelValues(role)); v != 0 {
 			t.Errorf("amqp_up{role=%q} = %v, want 0", role, v)
@@ -142,7 +141,7 @@ func TestAmqpReconnectCounted(t *testing.T) {
 			t.Fatalf("after start: up{%s}=%v reconnects{%s}=%v, want 1 and 0", role, up(role), role, reconnects(role))
 		}
 	}
-	closeConnections(t, "mcbridge-test "+t.Name()+" publish")
+	testbroker.MustCloseConnections(t, "mcbridge-test "+t.Name()+" publish")
 	testbroker.Eventually(t, 20*time.Second, "the publish connection to come back", func() bool {
 		return reconnects(rolePublish) == 1 && up(rolePublish) == 1
 	})
@@ -153,34 +152,9 @@ func TestAmqpReconnectCounted(t *testing.T) {
 	q := testbroker.Name(t, "q")
 	c := g.dial()
 	testbroker.Eventually(t, 10*time.Second, "a set to be stored", func() bool {
-		c.send("set " + q + " 0 0 1\r\nx\r\n")
-		return c.line() == "STORED"
+		c.Send("set " + q + " 0 0 1\r\nx\r\n")
+		return c.Line() == "STORED"
 	})
-}
-
-// closeConnections closes, from the broker side, every connection whose
-// client-given name starts with prefix.
-func closeConnections(t *testing.T, prefix string) {
-	t.Helper()
-	out, err := exec.Command("rabbitmqctl", "-q", "list_connections", "pid", "client_properties").CombinedOutput()
-	if err != nil {
-		t.Fatalf("rabbitmqctl list_connections: %v\n%s", err, out)
-	}
-	want := fmt.Sprintf(`{"connection_name","%s`, prefix)
-	n := 0
-	for _, line := range strings.Split(string(out), "\n") {
-		pid, props, ok := strings.Cut(strings.TrimSpace(line), "\t")
-		if !ok || !strings.Contains(props, want) {
-			continue
-		}
-		if out, err := exec.Command("rabbitmqctl", "-q", "close_connection", strings.TrimSpace(pid), "test").CombinedOutput(); err != nil {
-			t.Fatalf("rabbitmqctl close_connection %s: %v\n%s", pid, err, out)
-		}
-		n++
-	}
-	if n == 0 {
-		t.Fatalf("no connection named %q in:\n%s", prefix, out)
-	}
 }
 
 // Keys never become label values: many distinct auto-declared keys, keys
@@ -194,15 +168,15 @@ func TestMetricLabelsBounded(t *testing.T) {
 	c := g.dial()
 	for i := range 5 {
 		q := testbroker.Name(t, fmt.Sprintf("k%d", i))
-		c.do("set "+q+" 0 0 1\r\nx\r\n", "STORED\r\n")
-		c.do("get "+q+"/open\r\n", "VALUE "+q+"/open 0 1\r\nx\r\nEND\r\n")
+		c.Do("set "+q+" 0 0 1\r\nx\r\n", "STORED\r\n")
+		c.Do("get "+q+"/open\r\n", "VALUE "+q+"/open 0 1\r\nx\r\nEND\r\n")
 	}
-	c.do("set "+yamlQ+" 0 0 1\r\ny\r\n", "STORED\r\n")
-	c.do("get "+yamlQ+"\r\n", "VALUE "+yamlQ+" 0 1\r\ny\r\nEND\r\n")
-	c.do("get amq.rabbitmq.trace\r\n", "CLIENT_ERROR bad command line format\r\n")
-	c.do("delete a/b\r\n", "CLIENT_ERROR bad command line format\r\n")
-	c.do("GET x\r\n", "ERROR\r\n")
-	c.close()
+	c.Do("set "+yamlQ+" 0 0 1\r\ny\r\n", "STORED\r\n")
+	c.Do("get "+yamlQ+"\r\n", "VALUE "+yamlQ+" 0 1\r\ny\r\nEND\r\n")
+	c.Do("get amq.rabbitmq.trace\r\n", "CLIENT_ERROR bad command line format\r\n")
+	c.Do("delete a/b\r\n", "CLIENT_ERROR bad command line format\r\n")
+	c.Do("GET x\r\n", "ERROR\r\n")
+	c.Close()
 	testbroker.Eventually(t, 10*time.Second, "the reservations to be requeued", func() bool {
 		return toFloat64(g.srv.metrics.requeued.WithLabelValues(autoLabel, reasonDisconnect)) == 5
 	})

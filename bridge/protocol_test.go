@@ -15,32 +15,32 @@ func TestReplies(t *testing.T) {
 	q := testbroker.Name(t, "q")
 	c := g.dial()
 
-	c.do("set "+q+" 42 0 5\r\nhello\r\n", "STORED\r\n")
-	c.do("set "+q+" 0 0 0\r\n\r\n", "STORED\r\n")
-	c.do("set "+q+" 7 0 3 noreply\r\nabc\r\n", "")
+	c.Do("set "+q+" 42 0 5\r\nhello\r\n", "STORED\r\n")
+	c.Do("set "+q+" 0 0 0\r\n\r\n", "STORED\r\n")
+	c.Do("set "+q+" 7 0 3 noreply\r\nabc\r\n", "")
 	c.synced() // the noreply set was answered with nothing
-	c.do("get "+q+"\r\n", "VALUE "+q+" 42 5\r\nhello\r\nEND\r\n")
+	c.Do("get "+q+"\r\n", "VALUE "+q+" 42 5\r\nhello\r\nEND\r\n")
 	// The connection holds a reservation on q: a second get is a miss.
-	c.do("get "+q+"\r\n", "END\r\n")
-	c.do("delete "+q+"\r\n", "DELETED\r\n")
-	c.do("delete "+q+"\r\n", "NOT_FOUND\r\n")
-	c.do("get "+q+"\r\n", "VALUE "+q+" 0 0\r\n\r\nEND\r\n")
-	c.do("delete "+q+" 0\r\n", "DELETED\r\n")
-	c.do("get "+q+"\r\n", "VALUE "+q+" 7 3\r\nabc\r\nEND\r\n")
-	c.do("delete "+q+" noreply\r\n", "")
+	c.Do("get "+q+"\r\n", "END\r\n")
+	c.Do("delete "+q+"\r\n", "DELETED\r\n")
+	c.Do("delete "+q+"\r\n", "NOT_FOUND\r\n")
+	c.Do("get "+q+"\r\n", "VALUE "+q+" 0 0\r\n\r\nEND\r\n")
+	c.Do("delete "+q+" 0\r\n", "DELETED\r\n")
+	c.Do("get "+q+"\r\n", "VALUE "+q+" 7 3\r\nabc\r\nEND\r\n")
+	c.Do("delete "+q+" noreply\r\n", "")
 	c.synced()
-	c.do("get "+q+"\r\n", "END\r\n")
-	c.do("touch "+q+" 10\r\n", "NOT_FOUND\r\n")
-	c.do("version\r\n", "VERSION "+Version+"\r\n")
-	c.do("verbosity 1\r\n", "OK\r\n")
-	c.do("verbosity 1 noreply\r\n", "")
-	c.do("flush_all\r\n", "OK\r\n")
-	c.do("flush_all 10 noreply\r\n", "")
+	c.Do("get "+q+"\r\n", "END\r\n")
+	c.Do("touch "+q+" 10\r\n", "NOT_FOUND\r\n")
+	c.Do("version\r\n", "VERSION "+Version+"\r\n")
+	c.Do("verbosity 1\r\n", "OK\r\n")
+	c.Do("verbosity 1 noreply\r\n", "")
+	c.Do("flush_all\r\n", "OK\r\n")
+	c.Do("flush_all 10 noreply\r\n", "")
 	c.synced()
-	c.do("bogus\r\n", "ERROR\r\n")
-	c.do("\r\n", "ERROR\r\n")
-	c.do("quit\r\n", "")
-	c.expectClosed()
+	c.Do("bogus\r\n", "ERROR\r\n")
+	c.Do("\r\n", "ERROR\r\n")
+	c.Do("quit\r\n", "")
+	c.ExpectClosed()
 }
 
 // TestGetsCas checks that gets returns the reservation id as cas unique
@@ -49,43 +49,43 @@ func TestGetsCas(t *testing.T) {
 	g := startGateway(t, nil)
 	q := testbroker.Name(t, "q")
 	a, b := g.dial(), g.dial()
-	a.do("set "+q+" 3 0 2\r\nm1\r\n", "STORED\r\n")
-	a.do("set "+q+" 3 0 2\r\nm2\r\n", "STORED\r\n")
+	a.Do("set "+q+" 3 0 2\r\nm1\r\n", "STORED\r\n")
+	a.Do("set "+q+" 3 0 2\r\nm2\r\n", "STORED\r\n")
 
-	a.send("gets " + q + "\r\n")
+	a.Send("gets " + q + "\r\n")
 	var key string
 	var flags, n int
 	var id uint64
-	if _, err := fmt.Sscanf(a.line(), "VALUE %s %d %d %d", &key, &flags, &n, &id); err != nil {
+	if _, err := fmt.Sscanf(a.Line(), "VALUE %s %d %d %d", &key, &flags, &n, &id); err != nil {
 		t.Fatalf("gets header: %v", err)
 	}
-	a.expect("m1\r\nEND\r\n")
+	a.Expect("m1\r\nEND\r\n")
 	if key != q || flags != 3 || n != 2 || id == 0 {
 		t.Fatalf("gets: key %q flags %d bytes %d cas %d", key, flags, n, id)
 	}
 
 	// A wrong id or queue is NOT_FOUND; the right one, from another
 	// connection, is STORED (acked).
-	b.do(fmt.Sprintf("cas %s 0 0 1 %d\r\nx\r\n", q, id+1), "NOT_FOUND\r\n")
-	b.do(fmt.Sprintf("cas %s.other 0 0 1 %d\r\nx\r\n", q, id), "NOT_FOUND\r\n")
-	b.do(fmt.Sprintf("cas %s 0 0 1 %d\r\nx\r\n", q, id), "STORED\r\n")
-	b.do(fmt.Sprintf("cas %s 0 0 1 %d\r\nx\r\n", q, id), "NOT_FOUND\r\n")
+	b.Do(fmt.Sprintf("cas %s 0 0 1 %d\r\nx\r\n", q, id+1), "NOT_FOUND\r\n")
+	b.Do(fmt.Sprintf("cas %s.other 0 0 1 %d\r\nx\r\n", q, id), "NOT_FOUND\r\n")
+	b.Do(fmt.Sprintf("cas %s 0 0 1 %d\r\nx\r\n", q, id), "STORED\r\n")
+	b.Do(fmt.Sprintf("cas %s 0 0 1 %d\r\nx\r\n", q, id), "NOT_FOUND\r\n")
 	// The owner's reservation is gone with it.
-	a.do("delete "+q+"\r\n", "NOT_FOUND\r\n")
+	a.Do("delete "+q+"\r\n", "NOT_FOUND\r\n")
 
 	// The next message gets a new, different id.
-	a.send("gets " + q + "\r\n")
+	a.Send("gets " + q + "\r\n")
 	var id2 uint64
-	if _, err := fmt.Sscanf(a.line(), "VALUE %s %d %d %d", &key, &flags, &n, &id2); err != nil {
+	if _, err := fmt.Sscanf(a.Line(), "VALUE %s %d %d %d", &key, &flags, &n, &id2); err != nil {
 		t.Fatalf("gets header: %v", err)
 	}
-	a.expect("m2\r\nEND\r\n")
+	a.Expect("m2\r\nEND\r\n")
 	if id2 == id {
 		t.Fatalf("reservation id %d reused", id)
 	}
-	a.do(fmt.Sprintf("cas %s 0 0 1 %d noreply\r\nx\r\n", q, id2), "")
+	a.Do(fmt.Sprintf("cas %s 0 0 1 %d noreply\r\nx\r\n", q, id2), "")
 	a.synced()
-	a.do("get "+q+"\r\n", "END\r\n")
+	a.Do("get "+q+"\r\n", "END\r\n")
 }
 
 // TestMultiGet: one line, several queues, hits and misses, keys echoed as
@@ -94,13 +94,13 @@ func TestMultiGet(t *testing.T) {
 	g := startGateway(t, nil)
 	q1, q2, q3 := testbroker.Name(t, "a"), testbroker.Name(t, "b"), testbroker.Name(t, "c")
 	c := g.dial()
-	c.do("set "+q1+" 1 0 1\r\n1\r\n", "STORED\r\n")
-	c.do("set "+q3+" 3 0 1\r\n3\r\n", "STORED\r\n")
-	c.do("get "+q1+" "+q2+" "+q3+"\r\n",
+	c.Do("set "+q1+" 1 0 1\r\n1\r\n", "STORED\r\n")
+	c.Do("set "+q3+" 3 0 1\r\n3\r\n", "STORED\r\n")
+	c.Do("get "+q1+" "+q2+" "+q3+"\r\n",
 		"VALUE "+q1+" 1 1\r\n1\r\nVALUE "+q3+" 3 1\r\n3\r\nEND\r\n")
-	c.do("delete "+q1+"\r\n", "DELETED\r\n")
-	c.do("delete "+q3+"\r\n", "DELETED\r\n")
-	c.do("delete "+q2+"\r\n", "NOT_FOUND\r\n")
+	c.Do("delete "+q1+"\r\n", "DELETED\r\n")
+	c.Do("delete "+q3+"\r\n", "DELETED\r\n")
+	c.Do("delete "+q2+"\r\n", "NOT_FOUND\r\n")
 }
 
 // TestBadInput sends each kind of bad input, then proves the connection is
@@ -109,7 +109,7 @@ func TestBadInput(t *testing.T) {
 	g := startGateway(t, nil)
 	q := testbroker.Name(t, "q")
 	bystander := g.dial()
-	bystander.do("set "+q+" 0 0 1\r\nx\r\n", "STORED\r\n")
+	bystander.Do("set "+q+" 0 0 1\r\nx\r\n", "STORED\r\n")
 
 	long := strings.Repeat("k", 251)
 	cases := []struct {
@@ -142,14 +142,14 @@ func TestBadInput(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := dialClient(t, g.addr)
-			c.do(tc.send, tc.want)
+			c.Do(tc.send, tc.want)
 			c.synced()
 		})
 	}
 	// Nothing above was stored, and the bystander's message is intact.
-	bystander.do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\nx\r\nEND\r\n")
-	bystander.do("delete "+q+"\r\n", "DELETED\r\n")
-	bystander.do("get "+q+"\r\n", "END\r\n")
+	bystander.Do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\nx\r\nEND\r\n")
+	bystander.Do("delete "+q+"\r\n", "DELETED\r\n")
+	bystander.Do("get "+q+"\r\n", "END\r\n")
 }
 
 // TestLineTooLong: a line past 2048 bytes is refused and the connection
@@ -157,9 +157,9 @@ func TestBadInput(t *testing.T) {
 func TestLineTooLong(t *testing.T) {
 	g := startGateway(t, nil)
 	c := g.dial()
-	c.send("set " + strings.Repeat("k", 3000))
-	c.expect("CLIENT_ERROR line too long\r\n")
-	c.expectClosed()
+	c.Send("set " + strings.Repeat("k", 3000))
+	c.Expect("CLIENT_ERROR line too long\r\n")
+	c.ExpectClosed()
 
 	// A get line of many keys may pass 2048 bytes.
 	q := testbroker.Name(t, "q")
@@ -172,7 +172,7 @@ func TestLineTooLong(t *testing.T) {
 		t.Fatalf("test line too short: %d", len(line))
 	}
 	d := g.dial()
-	d.do(line, "END\r\n")
+	d.Do(line, "END\r\n")
 	d.synced()
 }
 
@@ -186,10 +186,10 @@ func TestMaxConnections(t *testing.T) {
 	a.synced()
 	b.synced()
 	c := g.dial()
-	c.expect("ERROR Too many open connections\r\n")
-	c.expectClosed()
+	c.Expect("ERROR Too many open connections\r\n")
+	c.ExpectClosed()
 	a.synced()
-	a.close()
+	a.Close()
 	// The freed slot is usable again once the server saw the close.
 	testbroker.Eventually(t, 5*time.Second, "a free connection slot", func() bool {
 		return g.srv.stats.currConns.Load() < 2
@@ -210,14 +210,14 @@ func TestIdleAndReadTimeout(t *testing.T) {
 	idle := g.dial()
 	idle.synced()
 	start := time.Now()
-	idle.expectClosed()
+	idle.ExpectClosed()
 	if d := time.Since(start); d < 250*time.Millisecond {
 		t.Fatalf("idle connection closed after %v, before idle_timeout", d)
 	}
 
 	slow := g.dial()
-	slow.send("set x 0 0 10\r\nabc") // never finished
-	slow.expectClosed()
+	slow.Send("set x 0 0 10\r\nabc") // never finished
+	slow.ExpectClosed()
 }
 
 // TestStats checks the general stats lines and the per-queue lines.
@@ -225,15 +225,15 @@ func TestStats(t *testing.T) {
 	g := startGateway(t, nil)
 	q := testbroker.Name(t, "q")
 	c := g.dial()
-	c.do("set "+q+" 0 0 1\r\na\r\n", "STORED\r\n")
-	c.do("set "+q+" 0 0 1\r\nb\r\n", "STORED\r\n")
-	c.do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\na\r\nEND\r\n")
+	c.Do("set "+q+" 0 0 1\r\na\r\n", "STORED\r\n")
+	c.Do("set "+q+" 0 0 1\r\nb\r\n", "STORED\r\n")
+	c.Do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\na\r\nEND\r\n")
 
 	stats := map[string]string{}
 	var order []string
-	c.send("stats\r\n")
+	c.Send("stats\r\n")
 	for {
-		l := c.line()
+		l := c.Line()
 		if l == "END" {
 			break
 		}
@@ -267,14 +267,14 @@ func TestStats(t *testing.T) {
 		t.Errorf("stats start with %s, want pid", order[0])
 	}
 
-	c.do("delete "+q+"\r\n", "DELETED\r\n")
-	c.do("stats queue\r\n", "STAT "+q+" 2/1\r\nEND\r\n")
-	c.do("stats nonsense\r\n", "ERROR\r\n")
+	c.Do("delete "+q+"\r\n", "DELETED\r\n")
+	c.Do("stats queue\r\n", "STAT "+q+" 2/1\r\nEND\r\n")
+	c.Do("stats nonsense\r\n", "ERROR\r\n")
 
-	c.send("stats settings\r\n")
+	c.Send("stats settings\r\n")
 	seen := map[string]string{}
 	for {
-		l := c.line()
+		l := c.Line()
 		if l == "END" {
 			break
 		}
@@ -296,6 +296,6 @@ func TestBinaryMagicOnlyOpensAConnection(t *testing.T) {
 	g := startGateway(t, nil)
 	c := g.dial()
 	c.synced()
-	c.do("\x80garbage\r\n", "ERROR\r\n")
+	c.Do("\x80garbage\r\n", "ERROR\r\n")
 	c.synced()
 }

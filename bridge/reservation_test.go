@@ -25,17 +25,17 @@ func TestDisconnectRequeues(t *testing.T) {
 	g := startGateway(t, nil)
 	q := testbroker.Name(t, "q")
 	a := g.dial()
-	a.do("set "+q+" 0 0 3\r\njob\r\n", "STORED\r\n")
-	a.do("get "+q+"\r\n", "VALUE "+q+" 0 3\r\njob\r\nEND\r\n")
+	a.Do("set "+q+" 0 0 3\r\njob\r\n", "STORED\r\n")
+	a.Do("get "+q+"\r\n", "VALUE "+q+" 0 3\r\njob\r\nEND\r\n")
 	b := g.dial()
-	b.do("get "+q+"\r\n", "END\r\n")
-	a.close()
+	b.Do("get "+q+"\r\n", "END\r\n")
+	a.Close()
 	testbroker.Eventually(t, 5*time.Second, "the message back in the queue", func() bool {
-		b.send("get " + q + "\r\n")
-		return b.line() != "END" // VALUE line; read the rest below
+		b.Send("get " + q + "\r\n")
+		return b.Line() != "END" // VALUE line; read the rest below
 	})
-	b.expect("job\r\nEND\r\n")
-	b.do("delete "+q+"\r\n", "DELETED\r\n")
+	b.Expect("job\r\nEND\r\n")
+	b.Do("delete "+q+"\r\n", "DELETED\r\n")
 }
 
 // TestLeaseExpires: a reservation not acked within reservation_timeout goes
@@ -45,19 +45,19 @@ func TestLeaseExpires(t *testing.T) {
 	cfg := yamlConfig(t, fmt.Sprintf("queues:\n  - name: %s\n    reservation_timeout: 300ms\n", q))
 	g := startGateway(t, cfg)
 	a, b := g.dial(), g.dial()
-	a.do("set "+q+" 0 0 1\r\nm\r\n", "STORED\r\n")
+	a.Do("set "+q+" 0 0 1\r\nm\r\n", "STORED\r\n")
 	start := time.Now()
-	a.do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\nm\r\nEND\r\n")
+	a.Do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\nm\r\nEND\r\n")
 	testbroker.Eventually(t, 5*time.Second, "the expired reservation back in the queue", func() bool {
-		b.send("get " + q + "\r\n")
-		return b.line() != "END"
+		b.Send("get " + q + "\r\n")
+		return b.Line() != "END"
 	})
 	if d := time.Since(start); d < 250*time.Millisecond {
 		t.Fatalf("requeued after %v, before the 300ms lease", d)
 	}
-	b.expect("m\r\nEND\r\n")
-	a.do("delete "+q+"\r\n", "NOT_FOUND\r\n")
-	b.do("delete "+q+"\r\n", "DELETED\r\n")
+	b.Expect("m\r\nEND\r\n")
+	a.Do("delete "+q+"\r\n", "NOT_FOUND\r\n")
+	b.Do("delete "+q+"\r\n", "DELETED\r\n")
 }
 
 // TestTouch: touch extends the lease; a negative touch requeues now.
@@ -66,20 +66,20 @@ func TestTouch(t *testing.T) {
 	cfg := yamlConfig(t, fmt.Sprintf("queues:\n  - name: %s\n    reservation_timeout: 200ms\n", q))
 	g := startGateway(t, cfg)
 	a, b := g.dial(), g.dial()
-	a.do("set "+q+" 0 0 1\r\nm\r\n", "STORED\r\n")
-	a.do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\nm\r\nEND\r\n")
-	a.do("touch "+q+" 30\r\n", "TOUCHED\r\n")
+	a.Do("set "+q+" 0 0 1\r\nm\r\n", "STORED\r\n")
+	a.Do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\nm\r\nEND\r\n")
+	a.Do("touch "+q+" 30\r\n", "TOUCHED\r\n")
 	// Well past the queue's 200ms lease the message is still held.
 	until := time.Now().Add(700 * time.Millisecond)
 	for time.Now().Before(until) {
-		b.do("get "+q+"\r\n", "END\r\n")
+		b.Do("get "+q+"\r\n", "END\r\n")
 	}
-	a.do("touch "+q+" -1\r\n", "TOUCHED\r\n")
-	a.do("touch "+q+" 30\r\n", "NOT_FOUND\r\n")
-	a.do("delete "+q+"\r\n", "NOT_FOUND\r\n")
-	b.do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\nm\r\nEND\r\n")
-	b.do("touch "+q+" 0 noreply\r\n", "")
-	b.do("delete "+q+"\r\n", "DELETED\r\n")
+	a.Do("touch "+q+" -1\r\n", "TOUCHED\r\n")
+	a.Do("touch "+q+" 30\r\n", "NOT_FOUND\r\n")
+	a.Do("delete "+q+"\r\n", "NOT_FOUND\r\n")
+	b.Do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\nm\r\nEND\r\n")
+	b.Do("touch "+q+" 0 noreply\r\n", "")
+	b.Do("delete "+q+"\r\n", "DELETED\r\n")
 }
 
 // TestGat: gat reserves with the given lease.
@@ -87,25 +87,25 @@ func TestGat(t *testing.T) {
 	q := testbroker.Name(t, "q")
 	g := startGateway(t, nil)
 	a, b := g.dial(), g.dial()
-	a.do("set "+q+" 5 0 1\r\nm\r\n", "STORED\r\n")
-	a.do("set "+q+" 6 0 1\r\nn\r\n", "STORED\r\n")
+	a.Do("set "+q+" 5 0 1\r\nm\r\n", "STORED\r\n")
+	a.Do("set "+q+" 6 0 1\r\nn\r\n", "STORED\r\n")
 	// A one-second lease: the message comes back by itself.
-	a.do("gat 1 "+q+"\r\n", "VALUE "+q+" 5 1\r\nm\r\nEND\r\n")
-	b.do("gat 0 "+q+"\r\n", "VALUE "+q+" 6 1\r\nn\r\nEND\r\n")
+	a.Do("gat 1 "+q+"\r\n", "VALUE "+q+" 5 1\r\nm\r\nEND\r\n")
+	b.Do("gat 0 "+q+"\r\n", "VALUE "+q+" 6 1\r\nn\r\nEND\r\n")
 	testbroker.Eventually(t, 5*time.Second, "the gat lease to end", func() bool {
 		c := g.dial()
-		defer c.close()
-		c.send("get " + q + "\r\n")
-		if c.line() == "END" {
+		defer c.Close()
+		c.Send("get " + q + "\r\n")
+		if c.Line() == "END" {
 			return false
 		}
-		c.expect("m\r\nEND\r\n")
-		c.do("delete "+q+"\r\n", "DELETED\r\n")
+		c.Expect("m\r\nEND\r\n")
+		c.Do("delete "+q+"\r\n", "DELETED\r\n")
 		return true
 	})
-	b.send("gats 0 " + q + "\r\n")
-	b.expect("END\r\n") // b holds n already
-	b.do("delete "+q+"\r\n", "DELETED\r\n")
+	b.Send("gats 0 " + q + "\r\n")
+	b.Expect("END\r\n") // b holds n already
+	b.Do("delete "+q+"\r\n", "DELETED\r\n")
 }
 
 // TestAutoAck: an ack: auto queue behaves like memcacheq: get is
@@ -115,15 +115,15 @@ func TestAutoAck(t *testing.T) {
 	cfg := yamlConfig(t, fmt.Sprintf("queues:\n  - name: %s\n    ack: auto\n", q))
 	g := startGateway(t, cfg)
 	a := g.dial()
-	a.do("set "+q+" 0 0 1\r\n1\r\n", "STORED\r\n")
-	a.do("set "+q+" 0 0 1\r\n2\r\n", "STORED\r\n")
-	a.do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\n1\r\nEND\r\n")
+	a.Do("set "+q+" 0 0 1\r\n1\r\n", "STORED\r\n")
+	a.Do("set "+q+" 0 0 1\r\n2\r\n", "STORED\r\n")
+	a.Do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\n1\r\nEND\r\n")
 	// No reservation: the next get on the same connection is a hit.
-	a.do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\n2\r\nEND\r\n")
-	a.do("delete "+q+"\r\n", "NOT_FOUND\r\n")
-	a.close()
+	a.Do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\n2\r\nEND\r\n")
+	a.Do("delete "+q+"\r\n", "NOT_FOUND\r\n")
+	a.Close()
 	b := g.dial()
-	b.do("get "+q+"\r\n", "END\r\n")
+	b.Do("get "+q+"\r\n", "END\r\n")
 	ch := testbroker.Channel(t)
 	testbroker.Eventually(t, 5*time.Second, "the acks to reach the broker", func() bool {
 		qi, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
@@ -137,40 +137,40 @@ func TestKestrelOptions(t *testing.T) {
 	q := testbroker.Name(t, "q")
 	a, b := g.dial(), g.dial()
 	for _, m := range []string{"1", "2", "3"} {
-		a.do("set "+q+" 0 0 1\r\n"+m+"\r\n", "STORED\r\n")
+		a.Do("set "+q+" 0 0 1\r\n"+m+"\r\n", "STORED\r\n")
 	}
 	// peek shows the head and keeps nothing.
-	a.do("get "+q+"/peek\r\n", "VALUE "+q+"/peek 0 1\r\n1\r\nEND\r\n")
-	a.do("delete "+q+"\r\n", "NOT_FOUND\r\n")
+	a.Do("get "+q+"/peek\r\n", "VALUE "+q+"/peek 0 1\r\n1\r\nEND\r\n")
+	a.Do("delete "+q+"\r\n", "NOT_FOUND\r\n")
 	// open reserves, echoing the key as sent.
-	a.do("get "+q+"/open\r\n", "VALUE "+q+"/open 0 1\r\n1\r\nEND\r\n")
+	a.Do("get "+q+"/open\r\n", "VALUE "+q+"/open 0 1\r\n1\r\nEND\r\n")
 	// close/open acks 1 and reserves 2.
-	a.do("get "+q+"/close/open\r\n", "VALUE "+q+"/close/open 0 1\r\n2\r\nEND\r\n")
+	a.Do("get "+q+"/close/open\r\n", "VALUE "+q+"/close/open 0 1\r\n2\r\nEND\r\n")
 	// abort puts 2 back. (Which of 2 and 3 comes next is not promised:
 	// the gateway may have prefetched 3 while 2 went back to the broker.)
-	a.do("get "+q+"/abort\r\n", "END\r\n")
-	a.do("delete "+q+"\r\n", "NOT_FOUND\r\n")
-	b.send("get " + q + "/open\r\n")
-	first := b.line()
+	a.Do("get "+q+"/abort\r\n", "END\r\n")
+	a.Do("delete "+q+"\r\n", "NOT_FOUND\r\n")
+	b.Send("get " + q + "/open\r\n")
+	first := b.Line()
 	if first != "VALUE "+q+"/open 0 1" {
 		t.Fatalf("get /open: %q", first)
 	}
-	x := b.line()
-	b.expect("END\r\n")
+	x := b.Line()
+	b.Expect("END\r\n")
 	// close acks it; nothing follows.
-	b.do("get "+q+"/close\r\n", "END\r\n")
-	b.do("delete "+q+"\r\n", "NOT_FOUND\r\n")
-	b.send("get " + q + "\r\n")
-	if l := b.line(); l != "VALUE "+q+" 0 1" {
+	b.Do("get "+q+"/close\r\n", "END\r\n")
+	b.Do("delete "+q+"\r\n", "NOT_FOUND\r\n")
+	b.Send("get " + q + "\r\n")
+	if l := b.Line(); l != "VALUE "+q+" 0 1" {
 		t.Fatalf("get: %q", l)
 	}
-	y := b.line()
-	b.expect("END\r\n")
+	y := b.Line()
+	b.Expect("END\r\n")
 	if !(x == "2" && y == "3" || x == "3" && y == "2") {
 		t.Fatalf("after the abort got %q then %q, want 2 and 3", x, y)
 	}
-	b.do("delete "+q+"\r\n", "DELETED\r\n")
-	b.do("get "+q+"/peek\r\n", "END\r\n")
+	b.Do("delete "+q+"\r\n", "DELETED\r\n")
+	b.Do("get "+q+"/peek\r\n", "END\r\n")
 }
 
 // TestWaitOption: /t=<ms> waits for a message, returning as soon as one
@@ -179,20 +179,20 @@ func TestWaitOption(t *testing.T) {
 	g := startGateway(t, nil)
 	q := testbroker.Name(t, "q")
 	a, b := g.dial(), g.dial()
-	a.do("get "+q+"\r\n", "END\r\n") // declares the queue
+	a.Do("get "+q+"\r\n", "END\r\n") // declares the queue
 	start := time.Now()
-	a.do("get "+q+"/t=300\r\n", "END\r\n")
+	a.Do("get "+q+"/t=300\r\n", "END\r\n")
 	if d := time.Since(start); d < 280*time.Millisecond {
 		t.Fatalf("/t=300 miss after %v", d)
 	}
-	a.send("get " + q + "/t=10000\r\n")
+	a.Send("get " + q + "/t=10000\r\n")
 	start = time.Now()
-	b.do("set "+q+" 0 0 1\r\nw\r\n", "STORED\r\n")
-	a.expect("VALUE " + q + "/t=10000 0 1\r\nw\r\nEND\r\n")
+	b.Do("set "+q+" 0 0 1\r\nw\r\n", "STORED\r\n")
+	a.Expect("VALUE " + q + "/t=10000 0 1\r\nw\r\nEND\r\n")
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("/t= returned %v after the set", d)
 	}
-	a.do("delete "+q+"\r\n", "DELETED\r\n")
+	a.Do("delete "+q+"\r\n", "DELETED\r\n")
 }
 
 // TestMaxReservationsPerConnection: past the cap, gets miss until one is
@@ -204,13 +204,13 @@ func TestMaxReservationsPerConnection(t *testing.T) {
 	q1, q2, q3 := testbroker.Name(t, "a"), testbroker.Name(t, "b"), testbroker.Name(t, "c")
 	c := g.dial()
 	for _, q := range []string{q1, q2, q3} {
-		c.do("set "+q+" 0 0 1\r\nx\r\n", "STORED\r\n")
+		c.Do("set "+q+" 0 0 1\r\nx\r\n", "STORED\r\n")
 	}
-	c.do("get "+q1+"\r\n", "VALUE "+q1+" 0 1\r\nx\r\nEND\r\n")
-	c.do("get "+q2+"\r\n", "VALUE "+q2+" 0 1\r\nx\r\nEND\r\n")
-	c.do("get "+q3+"\r\n", "END\r\n")
-	c.do("delete "+q1+"\r\n", "DELETED\r\n")
-	c.do("get "+q3+"\r\n", "VALUE "+q3+" 0 1\r\nx\r\nEND\r\n")
+	c.Do("get "+q1+"\r\n", "VALUE "+q1+" 0 1\r\nx\r\nEND\r\n")
+	c.Do("get "+q2+"\r\n", "VALUE "+q2+" 0 1\r\nx\r\nEND\r\n")
+	c.Do("get "+q3+"\r\n", "END\r\n")
+	c.Do("delete "+q1+"\r\n", "DELETED\r\n")
+	c.Do("get "+q3+"\r\n", "VALUE "+q3+" 0 1\r\nx\r\nEND\r\n")
 }
 
 // TestNoAutoDeclare: with auto_declare off, unknown keys are not stored and
@@ -220,8 +220,8 @@ func TestNoAutoDeclare(t *testing.T) {
 	g := startGateway(t, cfg)
 	q := testbroker.Name(t, "q")
 	c := g.dial()
-	c.do("set "+q+" 0 0 1\r\nx\r\n", "NOT_STORED\r\n")
-	c.do("get "+q+"\r\n", "END\r\n")
+	c.Do("set "+q+" 0 0 1\r\nx\r\n", "NOT_STORED\r\n")
+	c.Do("get "+q+"\r\n", "END\r\n")
 	ch := testbroker.Channel(t)
 	if _, err := ch.QueueDeclarePassive(q, true, false, false, false, nil); err == nil {
 		t.Fatalf("queue %s was created", q)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mcbridge/mcbridge/amqp"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
+	"github.com/mcbridge/mcbridge/internal/testserve"
 )
 
 // drain takes every message of the queues through memcache (get+delete)
@@ -21,19 +22,19 @@ func drain(c *client, queues ...string) map[string][]string {
 	got := map[string][]string{}
 	for _, q := range queues {
 		for {
-			c.send("get " + q + "\r\n")
-			l := c.line()
+			c.Send("get " + q + "\r\n")
+			l := c.Line()
 			if l == "END" {
 				break
 			}
 			var key string
 			var flags, n int
 			if _, err := fmt.Sscanf(l, "VALUE %s %d %d", &key, &flags, &n); err != nil {
-				c.t.Fatalf("get %s: %q", q, l)
+				c.T.Fatalf("get %s: %q", q, l)
 			}
-			body := c.line()
-			c.expect("END\r\n")
-			c.do("delete "+q+"\r\n", "DELETED\r\n")
+			body := c.Line()
+			c.Expect("END\r\n")
+			c.Do("delete "+q+"\r\n", "DELETED\r\n")
 			got[q] = append(got[q], body)
 		}
 	}
@@ -79,7 +80,7 @@ queues:
 	queues := []string{qa, qb, qc, qd}
 	for _, tc := range cases {
 		t.Run(tc.key, func(t *testing.T) {
-			c.do(fmt.Sprintf("set %s 9 0 %d\r\n%s\r\n", tc.key, len(tc.key), tc.key), tc.reply+"\r\n")
+			c.Do(fmt.Sprintf("set %s 9 0 %d\r\n%s\r\n", tc.key, len(tc.key), tc.key), tc.reply+"\r\n")
 			got := drain(c, queues...)
 			var gotQ []string
 			for q, bodies := range got {
@@ -107,7 +108,7 @@ queues:
 	if err := ch.QueueBind(office, "", fan, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	c.do("set orders 1 0 5\r\norder\r\n", "STORED\r\n")
+	c.Do("set orders 1 0 5\r\norder\r\n", "STORED\r\n")
 	var d amqp091.Delivery
 	testbroker.Eventually(t, 5*time.Second, "the back office copy", func() bool {
 		var ok bool
@@ -129,24 +130,24 @@ func TestRejectPublishAndTTL(t *testing.T) {
   - {name: %s, message_ttl: 100ms}
 `, full, ttl)))
 	c := g.dial()
-	c.do("set "+full+" 0 0 1\r\n1\r\n", "STORED\r\n")
-	c.do("set "+full+" 0 0 1\r\n2\r\n", "STORED\r\n")
-	c.do("set "+full+" 0 0 1\r\n3\r\n", "NOT_STORED\r\n")
+	c.Do("set "+full+" 0 0 1\r\n1\r\n", "STORED\r\n")
+	c.Do("set "+full+" 0 0 1\r\n2\r\n", "STORED\r\n")
+	c.Do("set "+full+" 0 0 1\r\n3\r\n", "NOT_STORED\r\n")
 	if got := drain(c, full)[full]; strings.Join(got, ",") != "1,2" {
 		t.Errorf("full queue held %v, want [1 2]", got)
 	}
-	c.do("set "+full+" 0 0 1\r\n4\r\n", "STORED\r\n")
+	c.Do("set "+full+" 0 0 1\r\n4\r\n", "STORED\r\n")
 	drain(c, full)
 
-	c.do("set "+ttl+" 0 0 3\r\nold\r\n", "STORED\r\n")
+	c.Do("set "+ttl+" 0 0 3\r\nold\r\n", "STORED\r\n")
 	ch := testbroker.Channel(t)
 	testbroker.Eventually(t, 5*time.Second, "the TTL to drop the message", func() bool {
 		q, err := ch.QueueDeclarePassive(ttl, true, false, false, false, nil)
 		return err == nil && q.Messages == 0
 	})
-	c.do("get "+ttl+"\r\n", "END\r\n")
+	c.Do("get "+ttl+"\r\n", "END\r\n")
 	// A per-message exptime also expires it.
-	c.do("set "+full+" 0 1 1\r\nx\r\n", "STORED\r\n")
+	c.Do("set "+full+" 0 1 1\r\nx\r\n", "STORED\r\n")
 }
 
 // TestQuorumDeliveryLimit: a poison message on a quorum queue goes to the
@@ -160,26 +161,26 @@ queues:
   - {name: %[3]s, bindings: [{exchange: %[2]s}]}
 `, q, dlx, dead)))
 	c := g.dial()
-	c.do("set "+q+" 0 0 6\r\npoison\r\n", "STORED\r\n")
+	c.Do("set "+q+" 0 0 6\r\npoison\r\n", "STORED\r\n")
 	aborts := 0
 	for range 10 {
-		c.send("get " + q + "\r\n")
-		if c.line() == "END" {
+		c.Send("get " + q + "\r\n")
+		if c.Line() == "END" {
 			break
 		}
-		c.expect("poison\r\nEND\r\n")
-		c.do("get "+q+"/abort\r\n", "END\r\n")
+		c.Expect("poison\r\nEND\r\n")
+		c.Do("get "+q+"/abort\r\n", "END\r\n")
 		aborts++
 	}
 	if aborts < 2 || aborts > 3 {
 		t.Errorf("handed out %d times before dead-lettering, want delivery_limit 2 (+1)", aborts)
 	}
 	testbroker.Eventually(t, 5*time.Second, "the message in the dead-letter queue", func() bool {
-		c.send("get " + dead + "\r\n")
-		return c.line() != "END"
+		c.Send("get " + dead + "\r\n")
+		return c.Line() != "END"
 	})
-	c.expect("poison\r\nEND\r\n")
-	c.do("delete "+dead+"\r\n", "DELETED\r\n")
+	c.Expect("poison\r\nEND\r\n")
+	c.Do("delete "+dead+"\r\n", "DELETED\r\n")
 }
 
 // TestFanoutChild: kestrel's parent+child naming declares a queue bound to
@@ -193,13 +194,13 @@ exchanges:
   - {name: %[1]s, type: fanout, keys: [%[1]q]}
 `, parent)))
 	c := g.dial()
-	c.do("set "+parent+" 0 0 6\r\nbefore\r\n", "NOT_STORED\r\n") // nobody bound yet
-	c.do("get "+child+"\r\n", "END\r\n")
-	c.do("set "+parent+" 0 0 5\r\nafter\r\n", "STORED\r\n")
-	c.do("get "+child+"\r\n", "VALUE "+child+" 0 5\r\nafter\r\nEND\r\n")
-	c.do("delete "+child+"\r\n", "DELETED\r\n")
+	c.Do("set "+parent+" 0 0 6\r\nbefore\r\n", "NOT_STORED\r\n") // nobody bound yet
+	c.Do("get "+child+"\r\n", "END\r\n")
+	c.Do("set "+parent+" 0 0 5\r\nafter\r\n", "STORED\r\n")
+	c.Do("get "+child+"\r\n", "VALUE "+child+" 0 5\r\nafter\r\nEND\r\n")
+	c.Do("delete "+child+"\r\n", "DELETED\r\n")
 	// Not for other exchange types or unknown parents.
-	c.do("get nosuch+child\r\n", "END\r\n")
+	c.Do("get nosuch+child\r\n", "END\r\n")
 }
 
 // TestConflictingQueueStopsStart: a YAML queue that exists with other
@@ -212,7 +213,7 @@ func TestConflictingQueueStopsStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := yamlConfig(t, fmt.Sprintf("queues:\n  - name: %s\n    max_length: 10\n", q))
-	broker := amqp.New(amqp.Options{URLs: []string{testbroker.URL}, Topology: Topology(cfg), Logger: testLogger()})
+	broker := amqp.New(amqp.Options{URLs: []string{testbroker.URL}, Topology: Topology(cfg), Logger: testserve.Logger(nil)})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	err := broker.Start(ctx)

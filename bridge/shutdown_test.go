@@ -14,6 +14,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/mcbridge/mcbridge/config"
+	"github.com/mcbridge/mcbridge/internal/mctest"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
 )
 
@@ -38,13 +39,13 @@ func TestShutdownRequeuesHeldAndClosesClients(t *testing.T) {
 	q := testbroker.Name(t, "held")
 	g := startGateway(t, nil)
 	holder := g.dial()
-	holder.do("set "+q+" 8 0 4\r\njob1\r\n", "STORED\r\n")
-	holder.do("set "+q+" 9 0 4\r\njob2\r\n", "STORED\r\n")
-	holder.do("gets "+q+"\r\n", "VALUE "+q+" 8 4 ")
-	if cas := holder.line(); cas == "" {
+	holder.Do("set "+q+" 8 0 4\r\njob1\r\n", "STORED\r\n")
+	holder.Do("set "+q+" 9 0 4\r\njob2\r\n", "STORED\r\n")
+	holder.Do("gets "+q+"\r\n", "VALUE "+q+" 8 4 ")
+	if cas := holder.Line(); cas == "" {
 		t.Fatalf("no cas unique")
 	}
-	holder.expect("job1\r\nEND\r\n")
+	holder.Expect("job1\r\nEND\r\n")
 	idle := g.dial()
 	idle.synced()
 
@@ -53,8 +54,8 @@ func TestShutdownRequeuesHeldAndClosesClients(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("graceful stop took %v with idle clients: they were not told to go", took)
 	}
-	holder.expectClosed()
-	idle.expectClosed()
+	holder.ExpectClosed()
+	idle.ExpectClosed()
 
 	// The held message is back, at the head, marked redelivered; the
 	// other one is untouched.
@@ -106,15 +107,15 @@ func TestShutdownSetInFlight(t *testing.T) {
 		g := startGateway(t, nil)
 		// Create the queue so that the race is about the publish only.
 		pre := g.dial()
-		pre.do("get "+q+"\r\n", "END\r\n")
-		pre.close()
+		pre.Do("get "+q+"\r\n", "END\r\n")
+		pre.Close()
 
 		conns := make([]net.Conn, clients)
 		readers := make([]*bufio.Reader, clients)
 		for i := range clients {
 			c := g.dial()
 			c.synced() // accepted and served: Shutdown knows it
-			conns[i], readers[i] = c.nc, c.r
+			conns[i], readers[i] = c.NetConn, c.Reader
 		}
 		outcomes := make([]sdOutcome, clients)
 		var wg, written sync.WaitGroup
@@ -179,7 +180,7 @@ func TestShutdownSetInFlight(t *testing.T) {
 				if inQueue[o.body] != 1 {
 					t.Errorf("round %d: %s got STORED but the queue holds it %d times", round, o.body, inQueue[o.body])
 				}
-			case o.reply == "" && (errors.Is(o.err, io.EOF) || isReset(o.err) || strings.HasPrefix(fmt.Sprint(o.err), "write:")):
+			case o.reply == "" && (errors.Is(o.err, io.EOF) || mctest.IsReset(o.err) || strings.HasPrefix(fmt.Sprint(o.err), "write:")):
 				closedSeen++
 				if inQueue[o.body] != 0 {
 					t.Errorf("round %d: %s: the connection closed without a reply (%v) yet the message was stored: the command was read and its reply lost", round, o.body, o.err)
@@ -220,8 +221,8 @@ func TestBrokerDown(t *testing.T) {
 			check := func(what, cmd string) {
 				t.Helper()
 				start := time.Now()
-				c.send(cmd)
-				line := c.line()
+				c.Send(cmd)
+				line := c.Line()
 				took := time.Since(start)
 				if !strings.HasPrefix(line, "SERVER_ERROR ") || len(line) <= len("SERVER_ERROR ") {
 					t.Errorf("%s with the broker down: %q, want SERVER_ERROR <reason>", what, line)
@@ -238,7 +239,7 @@ func TestBrokerDown(t *testing.T) {
 			check("gets", "gets "+q+"\r\n")
 			check("get of two keys", "get "+q+" "+q+"x\r\n")
 			check("set again", "set "+q+" 3 0 2\r\nhi\r\n")
-			c.do("delete "+q+"\r\n", "NOT_FOUND\r\n")
+			c.Do("delete "+q+"\r\n", "NOT_FOUND\r\n")
 			c.synced()
 		})
 	}
@@ -255,14 +256,14 @@ func TestShutdownPipelinedSetsKeepTheirReplies(t *testing.T) {
 	q := testbroker.Name(t, "pipeline")
 	g := startGateway(t, nil)
 	c := g.dial()
-	c.do("get "+q+"\r\n", "END\r\n") // declares the queue
+	c.Do("get "+q+"\r\n", "END\r\n") // declares the queue
 
 	var b strings.Builder
 	for i := range n {
 		body := fmt.Sprintf("pl-%04d", i)
 		fmt.Fprintf(&b, "set %s 0 0 %d\r\n%s\r\n", q, len(body), body)
 	}
-	c.send(b.String())
+	c.Send(b.String())
 
 	// Wait until the gateway is in the middle of the pipeline.
 	ch := testbroker.Channel(t)
@@ -276,14 +277,14 @@ func TestShutdownPipelinedSetsKeepTheirReplies(t *testing.T) {
 	g.stop()
 
 	stored := 0
-	_ = c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_ = c.NetConn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
-		line, err := c.r.ReadString('\n')
+		line, err := c.Reader.ReadString('\n')
 		if err != nil {
 			if line != "" {
 				t.Fatalf("partial reply line %q before %v", line, err)
 			}
-			if !errors.Is(err, io.EOF) && !isReset(err) {
+			if !errors.Is(err, io.EOF) && !mctest.IsReset(err) {
 				t.Fatalf("reading replies: %v", err)
 			}
 			break
@@ -319,16 +320,16 @@ func TestPipelinedReplyNotHeldBehindPartialCommand(t *testing.T) {
 	q := testbroker.Name(t, "partial")
 	g := startGateway(t, nil)
 	c := g.dial()
-	c.send("set " + q + " 0 0 1\r\na\r\nset " + q + " 0 0 1\r\n")
-	_ = c.nc.SetReadDeadline(time.Now().Add(3 * time.Second))
-	line, err := c.r.ReadString('\n')
+	c.Send("set " + q + " 0 0 1\r\na\r\nset " + q + " 0 0 1\r\n")
+	_ = c.NetConn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	line, err := c.Reader.ReadString('\n')
 	if err != nil {
 		t.Fatalf("no reply to the completed set within 3s while the next command is incomplete (got %q, %v)", line, err)
 	}
 	if line != "STORED\r\n" {
 		t.Fatalf("reply %q, want STORED", line)
 	}
-	c.send("b\r\n")
-	c.expect("STORED\r\n")
+	c.Send("b\r\n")
+	c.Expect("STORED\r\n")
 	c.synced()
 }

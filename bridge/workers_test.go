@@ -1,98 +1,15 @@
 package bridge
 
 import (
-	"bufio"
 	"fmt"
-	"io"
-	"net"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/mcbridge/mcbridge/internal/mctest"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
 )
-
-// wrkConn is a raw text-protocol connection for use from goroutines: it
-// returns errors instead of failing the test.
-type wrkConn struct {
-	nc net.Conn
-	r  *bufio.Reader
-}
-
-func wrkDial(addr string) (*wrkConn, error) {
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	return &wrkConn{nc: nc, r: bufio.NewReader(nc)}, nil
-}
-
-func (c *wrkConn) close() { _ = c.nc.Close() }
-
-// roundTrip sends s and returns the first reply line without CR LF.
-func (c *wrkConn) roundTrip(s string) (string, error) {
-	_ = c.nc.SetDeadline(time.Now().Add(15 * time.Second))
-	if _, err := io.WriteString(c.nc, s); err != nil {
-		return "", err
-	}
-	return c.readLine()
-}
-
-func (c *wrkConn) readLine() (string, error) {
-	line, err := c.r.ReadString('\n')
-	if err != nil {
-		return line, err
-	}
-	if !strings.HasSuffix(line, "\r\n") {
-		return line, fmt.Errorf("reply line %q not ended by CR LF", line)
-	}
-	return strings.TrimSuffix(line, "\r\n"), nil
-}
-
-// set stores body and wants STORED.
-func (c *wrkConn) set(key, body string) error {
-	line, err := c.roundTrip(fmt.Sprintf("set %s 0 0 %d\r\n%s\r\n", key, len(body), body))
-	if err != nil {
-		return fmt.Errorf("set %s: %w", body, err)
-	}
-	if line != "STORED" {
-		return fmt.Errorf("set %s: reply %q, want STORED", body, line)
-	}
-	return nil
-}
-
-// get reserves the next message of key: ok is false on a miss.
-func (c *wrkConn) get(key string) (body string, ok bool, err error) {
-	line, err := c.roundTrip("get " + key + "\r\n")
-	if err != nil {
-		return "", false, err
-	}
-	if line == "END" {
-		return "", false, nil
-	}
-	f := strings.Fields(line)
-	if len(f) != 4 || f[0] != "VALUE" || f[1] != key {
-		return "", false, fmt.Errorf("get: unexpected reply %q", line)
-	}
-	n, err := strconv.Atoi(f[3])
-	if err != nil {
-		return "", false, fmt.Errorf("get: bad length in %q", line)
-	}
-	data := make([]byte, n+2)
-	if _, err := io.ReadFull(c.r, data); err != nil {
-		return "", false, err
-	}
-	if string(data[n:]) != "\r\n" {
-		return "", false, fmt.Errorf("get: data block not ended by CR LF: %q", data)
-	}
-	if end, err := c.readLine(); err != nil || end != "END" {
-		return "", false, fmt.Errorf("get: want END after the value, got %q (%v)", end, err)
-	}
-	return string(data[:n]), true, nil
-}
 
 // wrkLedger records what the workers saw.
 type wrkLedger struct {
@@ -120,8 +37,8 @@ func wrkRun(t *testing.T, producers, perProducer, workers int, abandonEvery int6
 	// plain misses.
 	{
 		c := g.dial()
-		c.do("get "+q+"\r\n", "END\r\n")
-		c.close()
+		c.Do("get "+q+"\r\n", "END\r\n")
+		c.Close()
 	}
 
 	led := newWrkLedger()
@@ -150,18 +67,19 @@ func wrkRun(t *testing.T, producers, perProducer, workers int, abandonEvery int6
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := wrkDial(g.addr)
+			c, err := mctest.DialConn(g.addr)
 			if err != nil {
 				fail(err)
 				return
 			}
-			defer c.close()
+			defer c.Close()
 			for i := range perProducer {
 				if stopped() {
 					return
 				}
-				if err := c.set(q, fmt.Sprintf("p%d-%05d", p, i)); err != nil {
-					fail(fmt.Errorf("producer %d: %w", p, err))
+				body := fmt.Sprintf("p%d-%05d", p, i)
+				if line, err := c.Set(q, body); err != nil || line != "STORED" {
+					fail(fmt.Errorf("producer %d: set %s: %q, %v (want STORED)", p, body, line, err))
 					return
 				}
 			}
@@ -172,12 +90,12 @@ func wrkRun(t *testing.T, producers, perProducer, workers int, abandonEvery int6
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := wrkDial(g.addr)
+			c, err := mctest.DialConn(g.addr)
 			if err != nil {
 				fail(err)
 				return
 			}
-			defer func() { c.close() }()
+			defer func() { c.Close() }()
 			for led.nAcked.Load() < int64(total) {
 				if stopped() {
 					return
@@ -186,7 +104,7 @@ func wrkRun(t *testing.T, producers, perProducer, workers int, abandonEvery int6
 					fail(fmt.Errorf("worker %d: timed out with %d/%d acked", w, led.nAcked.Load(), total))
 					return
 				}
-				body, ok, err := c.get(q)
+				ok, body, err := c.Get(q)
 				if err != nil {
 					fail(fmt.Errorf("worker %d: %w", w, err))
 					return
@@ -205,14 +123,14 @@ func wrkRun(t *testing.T, producers, perProducer, workers int, abandonEvery int6
 				}
 				led.mu.Unlock()
 				if abandon {
-					c.close()
-					if c, err = wrkDial(g.addr); err != nil {
+					c.Close()
+					if c, err = mctest.DialConn(g.addr); err != nil {
 						fail(err)
 						return
 					}
 					continue
 				}
-				line, err := c.roundTrip("delete " + q + "\r\n")
+				line, err := c.Delete(q)
 				if err != nil || line != "DELETED" {
 					fail(fmt.Errorf("worker %d: delete after getting %s: %q, %v (want DELETED)", w, body, line, err))
 					return
@@ -245,7 +163,7 @@ func wrkRun(t *testing.T, producers, perProducer, workers int, abandonEvery int6
 			}
 		}
 	}
-	if depth := avDepth(t, q); depth != 0 {
+	if depth := testbroker.QueueDepth(t, q); depth != 0 {
 		t.Errorf("queue holds %d ready messages at the end, want 0", depth)
 	}
 	return led, q

@@ -10,6 +10,7 @@ import (
 	"github.com/mcbridge/mcbridge/bridge"
 	"github.com/mcbridge/mcbridge/config"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
+	"github.com/mcbridge/mcbridge/internal/testgateway"
 )
 
 // The libmemcached tools open one connection per run, and a reservation
@@ -18,10 +19,10 @@ import (
 
 const queueSh = "examples/cli/queue.sh"
 
-func autoAckGateway(t *testing.T) *gateway {
-	cfg := testConfig()
+func autoAckGateway(t *testing.T) *testgateway.Gateway {
+	cfg := testgateway.Config()
 	cfg.Defaults.Ack = config.AckAuto
-	return startGateway(t, cfg)
+	return testgateway.Start(t, cfg, testgateway.Options{})
 }
 
 func TestLibmemcachedTools(t *testing.T) { testCLI(t, nil) }
@@ -41,9 +42,9 @@ func testCLI(t *testing.T, env []string) {
 	t.Run("produce_consume_exactly_once", func(t *testing.T) {
 		const n = 10
 		q := testbroker.Name(t, "jobs")
-		stored(t, mustRun(t, 60*time.Second, env, queueSh, "produce", g.addr, q, "10").stdout, n)
-		a := start(t, 60*time.Second, env, queueSh, "consume", g.addr, q)
-		b := start(t, 60*time.Second, env, queueSh, "consume", g.addr, q)
+		stored(t, mustRun(t, 60*time.Second, env, queueSh, "produce", g.Addr, q, "10").stdout, n)
+		a := start(t, 60*time.Second, env, queueSh, "consume", g.Addr, q)
+		b := start(t, 60*time.Second, env, queueSh, "consume", g.Addr, q)
 		ja, _ := jobs(t, a.wait(t).stdout)
 		jb, _ := jobs(t, b.wait(t).stdout)
 		exactlyOnce(t, append(ja, jb...), n, 1, 0)
@@ -56,11 +57,11 @@ func testCLI(t *testing.T, env []string) {
 		if err := os.WriteFile(file, []byte("hello"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		mustRun(t, 10*time.Second, nil, tool("memccp", "--servers="+g.addr, "--flags=42", file)...)
+		mustRun(t, 10*time.Second, nil, tool("memccp", "--servers="+g.Addr, "--flags=42", file)...)
 		if flags, body := inspect(t, q); flags != 42 || string(body) != "hello" {
 			t.Errorf("broker has flags %d body %q, want 42 %q", flags, body, "hello")
 		}
-		r := mustRun(t, 10*time.Second, nil, tool("memccat", "--servers="+g.addr, "--flags", q)...)
+		r := mustRun(t, 10*time.Second, nil, tool("memccat", "--servers="+g.Addr, "--flags", q)...)
 		if r.stdout != "42\nhello\n" {
 			t.Errorf("memccat --flags printed %q, want %q", r.stdout, "42\nhello\n")
 		}
@@ -69,10 +70,10 @@ func testCLI(t *testing.T, env []string) {
 
 	t.Run("miss_and_delete_miss", func(t *testing.T) {
 		q := testbroker.Name(t, "empty")
-		if r := run(t, 10*time.Second, nil, tool("memccat", "--servers="+g.addr, q)...); r.code == 0 || r.stdout != "" {
+		if r := run(t, 10*time.Second, nil, tool("memccat", "--servers="+g.Addr, q)...); r.code == 0 || r.stdout != "" {
 			t.Errorf("memccat on an empty queue: exit %d, stdout %q; want a failure", r.code, r.stdout)
 		}
-		if r := run(t, 10*time.Second, nil, tool("memcrm", "--servers="+g.addr, q)...); r.code == 0 {
+		if r := run(t, 10*time.Second, nil, tool("memcrm", "--servers="+g.Addr, q)...); r.code == 0 {
 			t.Errorf("memcrm without a reservation: exit 0, want a failure (NOT_FOUND)")
 		}
 	})
@@ -80,7 +81,7 @@ func testCLI(t *testing.T, env []string) {
 	t.Run("two_gateways_in_the_server_list", func(t *testing.T) {
 		const n = 5
 		g2 := autoAckGateway(t)
-		servers := g.addr + "," + g2.addr
+		servers := g.Addr + "," + g2.Addr
 		var all []job
 		for _, hint := range []string{"s1", "s2", "s3"} {
 			q := testbroker.Name(t, hint)
@@ -94,8 +95,8 @@ func testCLI(t *testing.T, env []string) {
 
 	t.Run("memcstat", func(t *testing.T) {
 		q := testbroker.Name(t, "stat")
-		stored(t, mustRun(t, 60*time.Second, env, queueSh, "produce", g.addr, q, "2").stdout, 2)
-		r := run(t, 10*time.Second, env, queueSh, "stats", g.addr)
+		stored(t, mustRun(t, 60*time.Second, env, queueSh, "produce", g.Addr, q, "2").stdout, 2)
+		r := run(t, 10*time.Second, env, queueSh, "stats", g.Addr)
 		// libmemcached parses the VERSION reply as major.minor.patch and
 		// refuses a non-numeric one (or major 0): bridge.Version's
 		// default must stay numeric ("1.0.0-dev").

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mcbridge/mcbridge/internal/testbroker"
+	"github.com/mcbridge/mcbridge/internal/testgateway"
 )
 
 // lang is one client library with its example programs.
@@ -157,7 +158,7 @@ func TestGomemcache(t *testing.T) {
 func testLang(t *testing.T, l lang) {
 	t.Parallel()
 	requirePackages(t, l.packages...)
-	g := startGateway(t, nil)
+	g := testgateway.Start(t, nil, testgateway.Options{})
 	env := l.env
 	producer := func(t *testing.T, servers, queue string, n, size int) {
 		t.Helper()
@@ -171,10 +172,10 @@ func testLang(t *testing.T, l lang) {
 	t.Run("producer_workers_exactly_once", func(t *testing.T) {
 		const n = 20
 		q := testbroker.Name(t, "jobs")
-		producer(t, g.addr, q, n, 0)
+		producer(t, g.Addr, q, n, 0)
 		// Two worker processes compete for the queue until it stays empty.
-		a := start(t, 60*time.Second, env, workerArgv(g.addr, []string{q}, 0, "1")...)
-		b := start(t, 60*time.Second, env, workerArgv(g.addr, []string{q}, 0, "1")...)
+		a := start(t, 60*time.Second, env, workerArgv(g.Addr, []string{q}, 0, "1")...)
+		b := start(t, 60*time.Second, env, workerArgv(g.Addr, []string{q}, 0, "1")...)
 		ra, rb := a.wait(t), b.wait(t)
 		for _, r := range []result{ra, rb} {
 			if r.code != 0 {
@@ -189,8 +190,8 @@ func testLang(t *testing.T, l lang) {
 
 	t.Run("serialized_values_and_flags_round_trip", func(t *testing.T) {
 		small, big := testbroker.Name(t, "small"), testbroker.Name(t, "big")
-		producer(t, g.addr, small, 1, 0)
-		producer(t, g.addr, big, 1, l.bigSize)
+		producer(t, g.Addr, small, 1, 0)
+		producer(t, g.Addr, big, 1, l.bigSize)
 		if flags, _ := inspect(t, small); flags != l.flags {
 			t.Errorf("x-mc-flags of a job = %d, want %d", flags, l.flags)
 		}
@@ -205,7 +206,7 @@ func testLang(t *testing.T, l lang) {
 			q    string
 			size int
 		}{{small, 0}, {big, l.bigSize}} {
-			r := mustRun(t, 30*time.Second, env, workerArgv(g.addr, []string{c.q}, 1, "5")...)
+			r := mustRun(t, 30*time.Second, env, workerArgv(g.Addr, []string{c.q}, 1, "5")...)
 			got, _ := jobs(t, r.stdout)
 			exactlyOnce(t, got, 1, 1, c.size)
 		}
@@ -216,9 +217,9 @@ func testLang(t *testing.T, l lang) {
 		const n = 3
 		qs := []string{testbroker.Name(t, "m1"), testbroker.Name(t, "m2"), testbroker.Name(t, "m3")}
 		for _, q := range qs {
-			producer(t, g.addr, q, n, 0)
+			producer(t, g.Addr, q, n, 0)
 		}
-		r := mustRun(t, 30*time.Second, env, workerArgv(g.addr, qs, n*len(qs), "3")...)
+		r := mustRun(t, 30*time.Second, env, workerArgv(g.Addr, qs, n*len(qs), "3")...)
 		got, _ := jobs(t, r.stdout)
 		exactlyOnce(t, got, n, len(qs), 0)
 		drained(t, qs...)
@@ -227,19 +228,19 @@ func testLang(t *testing.T, l lang) {
 	t.Run("worker_dies_holding_a_job", func(t *testing.T) {
 		const n = 3
 		q := testbroker.Name(t, "crash")
-		producer(t, g.addr, q, n, 0)
-		before := g.counter(t, "mcbridge_redelivered_total")
-		r := run(t, 30*time.Second, env, l.crashArgs(workerArgv(g.addr, []string{q}, 0, "5"))...)
+		producer(t, g.Addr, q, n, 0)
+		before := g.Metric("mcbridge_redelivered_total")
+		r := run(t, 30*time.Second, env, l.crashArgs(workerArgv(g.Addr, []string{q}, 0, "5"))...)
 		got, held := jobs(t, r.stdout)
 		if r.code == 0 || held == nil || len(got) != 0 {
 			t.Fatalf("crashing worker: exit %d, held %v, consumed %v\n%s", r.code, held, got, r.stderr)
 		}
-		r = mustRun(t, 30*time.Second, env, workerArgv(g.addr, []string{q}, n, "5")...)
+		r = mustRun(t, 30*time.Second, env, workerArgv(g.Addr, []string{q}, n, "5")...)
 		got, _ = jobs(t, r.stdout)
 		exactlyOnce(t, got, n, 1, 0) // including the job the first worker held
 		// The dead worker's jobs came back (a worker process with several
 		// threads held several).
-		if d := g.counter(t, "mcbridge_redelivered_total") - before; d < 1 || d > n {
+		if d := g.Metric("mcbridge_redelivered_total") - before; d < 1 || d > n {
 			t.Errorf("redeliveries = %v, want 1..%d (the jobs the dead worker held)", d, n)
 		}
 		drained(t, q)
@@ -247,8 +248,8 @@ func testLang(t *testing.T, l lang) {
 
 	t.Run("two_gateways_in_the_server_list", func(t *testing.T) {
 		const n = 5
-		g2 := startGateway(t, nil)
-		servers := g.addr + "," + g2.addr
+		g2 := testgateway.Start(t, nil, testgateway.Options{})
+		servers := g.Addr + "," + g2.Addr
 		qs := []string{testbroker.Name(t, "s1"), testbroker.Name(t, "s2"), testbroker.Name(t, "s3"), testbroker.Name(t, "s4")}
 		for _, q := range qs {
 			producer(t, servers, q, n, 0)
@@ -263,17 +264,17 @@ func testLang(t *testing.T, l lang) {
 		// Which gateway served what depends on how the client hashed the
 		// (random) queue names; both are usually used.
 		t.Logf("commands served: gateway 1 %v, gateway 2 %v",
-			g.counter(t, "mcbridge_commands_total"), g2.counter(t, "mcbridge_commands_total"))
+			g.Metric("mcbridge_commands_total"), g2.Metric("mcbridge_commands_total"))
 	})
 
 	t.Run("set_fails_when_the_confirm_times_out", func(t *testing.T) {
 		// A confirm slower than amqp.confirm_timeout answers SERVER_ERROR:
 		// each client must report a failed set, never "stored".
-		cfg := testConfig()
+		cfg := testgateway.Config()
 		cfg.AMQP.ConfirmTimeout = time.Microsecond
-		slow := startGateway(t, cfg)
+		slow := testgateway.Start(t, cfg, testgateway.Options{})
 		q := testbroker.Name(t, "slow")
-		argv := append(append([]string{}, l.producer...), slow.addr, q, "1", "0")
+		argv := append(append([]string{}, l.producer...), slow.Addr, q, "1", "0")
 		r := run(t, 30*time.Second, env, argv...)
 		if r.code == 0 || strings.Contains(r.stdout, "stored") {
 			t.Errorf("producer against a confirm timeout: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, clip(r.stderr))
@@ -283,7 +284,7 @@ func testLang(t *testing.T, l lang) {
 	if l.probe != nil {
 		t.Run("client_defaults_delete_miss_and_timeouts", func(t *testing.T) {
 			q := testbroker.Name(t, "probe")
-			host, port := hostPort(g.addr)
+			host, port := hostPort(g.Addr)
 			r := mustRun(t, 30*time.Second, env, append(append([]string{}, l.probe...), host, port, q)...)
 			for _, want := range l.probeWant {
 				if !regexp.MustCompile(want).MatchString(r.stdout) {

@@ -9,6 +9,7 @@ import (
 	"github.com/bradfitz/gomemcache/memcache"
 
 	"github.com/mcbridge/mcbridge/internal/testbroker"
+	"github.com/mcbridge/mcbridge/internal/testgateway"
 )
 
 // gomemcache's defaults, as the README documents them.
@@ -18,9 +19,9 @@ func TestGomemcacheDefaults(t *testing.T) {
 		t.Fatalf("gomemcache defaults changed: Timeout %v, MaxIdleConns %d (README says 500ms, 2)",
 			memcache.DefaultTimeout, memcache.DefaultMaxIdleConns)
 	}
-	g := startGateway(t, nil)
+	g := testgateway.Start(t, nil, testgateway.Options{})
 	q := testbroker.Name(t, "defaults")
-	mc := memcache.New(g.addr) // the defaults: 500ms timeout, 2 idle connections
+	mc := memcache.New(g.Addr) // the defaults: 500ms timeout, 2 idle connections
 	t.Cleanup(func() { _ = mc.Close() })
 
 	t.Run("delete_and_ack_miss", func(t *testing.T) {
@@ -73,14 +74,14 @@ func TestGomemcacheDefaults(t *testing.T) {
 func TestGomemcachePool(t *testing.T) {
 	t.Parallel()
 	const n, workers = 60, 6
-	g := startGateway(t, nil)
+	g := testgateway.Start(t, nil, testgateway.Options{})
 	q := testbroker.Name(t, "pool")
-	stored(t, mustRun(t, 60*time.Second, nil, goBin+"/producer", g.addr, q, "60").stdout, n)
-	r := mustRun(t, 60*time.Second, nil, goBin+"/worker", "-workers", "6", g.addr, q, "60", "3")
+	stored(t, mustRun(t, 60*time.Second, nil, goBin+"/producer", g.Addr, q, "60").stdout, n)
+	r := mustRun(t, 60*time.Second, nil, goBin+"/worker", "-workers", "6", g.Addr, q, "60", "3")
 	got, _ := jobs(t, r.stdout)
 	exactlyOnce(t, got, n, 1, 0)
 	for _, m := range []string{"mcbridge_requeued_total", "mcbridge_redelivered_total"} {
-		if v := g.counter(t, m); v != 0 {
+		if v := g.Metric(m); v != 0 {
 			t.Errorf("%s = %v, want 0 with MaxIdleConns = %d workers\nworker stderr:\n%s", m, v, workers, clip(r.stderr))
 		}
 	}

@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"regexp"
@@ -24,12 +23,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
-	"github.com/mcbridge/mcbridge/amqp"
-	"github.com/mcbridge/mcbridge/bridge"
-	"github.com/mcbridge/mcbridge/config"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
 )
 
@@ -53,96 +48,6 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { os.RemoveAll(dir) }))
-}
-
-// gateway is an in-process mcbridge on the real broker.
-type gateway struct {
-	addr string
-	reg  *prometheus.Registry
-}
-
-// testConfig is the default config on a free port, without metrics HTTP.
-func testConfig() *config.Config {
-	cfg := config.Default()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.MetricsListen = ""
-	return cfg
-}
-
-func testLogger() *slog.Logger {
-	if os.Getenv("MCBRIDGE_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
-// startGateway starts a gateway (cfg nil: testConfig()) that stops
-// gracefully when the test ends.
-func startGateway(t *testing.T, cfg *config.Config) *gateway {
-	t.Helper()
-	if cfg == nil {
-		cfg = testConfig()
-	}
-	reg := prometheus.NewRegistry()
-	obs := bridge.NewObserver(reg)
-	urls := make([]string, len(cfg.AMQP.URLs))
-	for i, u := range cfg.AMQP.URLs {
-		urls[i] = u.Raw()
-	}
-	broker := amqp.New(amqp.Options{
-		URLs:               urls,
-		ConnectionName:     "mcbridge-clients-test " + t.Name(),
-		ConsumeConnections: cfg.AMQP.ConsumeConnections,
-		ConfirmTimeout:     cfg.AMQP.ConfirmTimeout,
-		Topology:           bridge.Topology(cfg),
-		Observer:           obs,
-		Logger:             testLogger(),
-		MinBackoff:         20 * time.Millisecond,
-		MaxBackoff:         500 * time.Millisecond,
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := broker.Start(ctx); err != nil {
-		t.Fatalf("start broker client: %v", err)
-	}
-	srv := bridge.New(cfg, broker, obs, bridge.Options{Logger: testLogger()})
-	ln, err := srv.Listen()
-	if err != nil {
-		broker.Close()
-		t.Fatalf("listen: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		broker.Close()
-	})
-	return &gateway{addr: ln.Addr().String(), reg: reg}
-}
-
-// counter sums a counter family of the gateway's metrics.
-func (g *gateway) counter(t *testing.T, name string) float64 {
-	t.Helper()
-	mfs, err := g.reg.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return sum
 }
 
 // requirePackages fails the test, saying what to install, unless every
@@ -313,24 +218,12 @@ func exactlyOnce(t *testing.T, consumed []job, n, queues, size int) {
 	}
 }
 
-// depth is the broker's count of ready messages in queue.
-func depth(t *testing.T, queue string) int {
-	t.Helper()
-	ch := testbroker.Channel(t)
-	defer ch.Close()
-	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
-	if err != nil {
-		t.Fatalf("passive declare %s: %v", queue, err)
-	}
-	return q.Messages
-}
-
 // drained waits until every queue is empty in the broker (nothing ready:
 // an unacked reservation would have come back when its worker exited).
 func drained(t *testing.T, queues ...string) {
 	t.Helper()
 	for _, q := range queues {
-		testbroker.Eventually(t, 5*time.Second, q+" empty in the broker", func() bool { return depth(t, q) == 0 })
+		testbroker.Eventually(t, 5*time.Second, q+" empty in the broker", func() bool { return testbroker.QueueDepth(t, q) == 0 })
 	}
 }
 

@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcbridge/mcbridge/internal/mctest"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
+	"github.com/mcbridge/mcbridge/internal/testgateway"
 )
 
 // brokerEnv sets a rabbit application variable for the test and restores
@@ -46,11 +48,11 @@ func TestConsumerTimeoutHitsOnlyItsChannel(t *testing.T) {
 	brokerEnv(t, "consumer_timeout", "1500")
 	brokerEnv(t, "channel_tick_interval", "250")
 
-	g := startGateway(t, nil, gwOptions{})
+	g := testgateway.Start(t, nil, testgateway.Options{})
 	qa, qb := testbroker.Name(t, "a"), testbroker.Name(t, "b")
-	a, c, b := mustDial(t, g.addr), mustDial(t, g.addr), mustDial(t, g.addr)
-	expect(t, "set", "STORED")(a.set(qa, "a1"))
-	expect(t, "set", "STORED")(a.set(qa, "a2"))
+	a, c, b := mctest.MustDialConn(t, g.Addr), mctest.MustDialConn(t, g.Addr), mctest.MustDialConn(t, g.Addr)
+	expect(t, "set", "STORED")(a.Set(qa, "a1"))
+	expect(t, "set", "STORED")(a.Set(qa, "a2"))
 	wantHit(t, a, qa, "a1")
 	wantHit(t, c, qa, "a2")
 	held := time.Now()
@@ -58,7 +60,7 @@ func TestConsumerTimeoutHitsOnlyItsChannel(t *testing.T) {
 	// b keeps a fresh reservation on qb (its own channel) until qa's
 	// channel is closed by the broker, then acks the one it holds.
 	openOn := func(q string) string {
-		st, err := b.stats("")
+		st, err := b.Stats("")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -66,25 +68,25 @@ func TestConsumerTimeoutHitsOnlyItsChannel(t *testing.T) {
 	}
 	dropped := false
 	for i := 0; !dropped; i++ {
-		expect(t, "set", "STORED")(b.set(qb, "b"))
+		expect(t, "set", "STORED")(b.Set(qb, "b"))
 		wantHit(t, b, qb, "b")
 		dropped = openOn(qa) == "0"
-		expect(t, "delete on the other channel", "DELETED")(b.del(qb))
+		expect(t, "delete on the other channel", "DELETED")(b.Delete(qb))
 		if !dropped && time.Since(held) > 20*time.Second {
 			t.Fatalf("the broker did not close the channel of a reservation held %v (consumer_timeout 1.5s)", time.Since(held))
 		}
 	}
 	t.Logf("consumer_timeout closed the channel %v after the reservation", time.Since(held).Round(time.Millisecond))
-	expect(t, "late delete", "NOT_FOUND")(a.del(qa))
-	expect(t, "late delete", "NOT_FOUND")(c.del(qa))
-	got := drain(t, b, qa)
+	expect(t, "late delete", "NOT_FOUND")(a.Delete(qa))
+	expect(t, "late delete", "NOT_FOUND")(c.Delete(qa))
+	got := mctest.Drain(t, b, qa)
 	if got["a1"] != 1 || got["a2"] != 1 || len(got) != 2 {
 		t.Errorf("queue %s held %v after the timeout, want a1 and a2 back", qa, got)
 	}
-	if n := queueDepth(t, qb); n != 0 {
+	if n := testbroker.QueueDepth(t, qb); n != 0 {
 		t.Errorf("queue %s holds %d messages; every delete on it acked", qb, n)
 	}
-	if err := g.broker.Ready(); err != nil {
+	if err := g.Broker.Ready(); err != nil {
 		t.Errorf("a channel close took a connection down: %v", err)
 	}
 }

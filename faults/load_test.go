@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcbridge/mcbridge/internal/mctest"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
+	"github.com/mcbridge/mcbridge/internal/testgateway"
 )
 
 // ledger records what clients were told, for the at-least-once check.
@@ -78,14 +80,14 @@ func (l *ledger) check(t *testing.T, firstFault time.Time) (dups int) {
 // producer sets unique values until stop or n values; it tolerates
 // SERVER_ERROR (outcome unknown) and fails on anything else.
 func producer(t *testing.T, addr, q string, id, n int, stop *atomic.Bool, l *ledger) error {
-	c, err := dialMC(addr)
+	c, err := mctest.DialConn(addr)
 	if err != nil {
 		return err
 	}
-	defer c.close()
+	defer c.Close()
 	for i := 0; i < n && !stop.Load(); i++ {
 		v := fmt.Sprintf("p%d-%d", id, i)
-		r, err := c.set(q, v)
+		r, err := c.Set(q, v)
 		if err != nil {
 			return fmt.Errorf("producer %d: %v", id, err)
 		}
@@ -112,15 +114,15 @@ func producer(t *testing.T, addr, q string, id, n int, stop *atomic.Bool, l *led
 // it. With leave > 0 it drops its connection mid-reservation with that
 // probability instead of deleting.
 func consumer(addr, q string, stop *atomic.Bool, l *ledger, leave float64, rng *rand.Rand) error {
-	c, err := dialMC(addr)
+	c, err := mctest.DialConn(addr)
 	if err != nil {
 		return err
 	}
-	defer func() { c.close() }()
+	defer func() { c.Close() }()
 	for !stop.Load() {
-		hit, v, err := c.get(q + "/t=100")
+		hit, v, err := c.Get(q + "/t=100")
 		if err != nil {
-			if _, ok := err.(replyError); ok && strings.HasPrefix(err.Error(), "SERVER_ERROR ") {
+			if _, ok := err.(mctest.ReplyError); ok && strings.HasPrefix(err.Error(), "SERVER_ERROR ") {
 				l.mu.Lock()
 				l.getErrs++
 				l.mu.Unlock()
@@ -137,13 +139,13 @@ func consumer(addr, q string, stop *atomic.Bool, l *ledger, leave float64, rng *
 		l.mu.Unlock()
 		if leave > 0 && rng.Float64() < leave {
 			// Gone mid-reservation: the gateway must requeue it.
-			c.close()
-			if c, err = dialMC(addr); err != nil {
+			c.Close()
+			if c, err = mctest.DialConn(addr); err != nil {
 				return err
 			}
 			continue
 		}
-		r, err := c.del(q)
+		r, err := c.Delete(q)
 		if err != nil {
 			return fmt.Errorf("consumer delete: %v", err)
 		}
@@ -162,32 +164,64 @@ func consumer(addr, q string, stop *atomic.Bool, l *ledger, leave float64, rng *
 	return nil
 }
 
+// load is producers and consumers running against one queue.
+type load struct {
+	stopProd, stopCons atomic.Bool
+	prodWG, consWG     sync.WaitGroup
+	errs               chan error
+}
+
+// startLoad starts producers that set unique values into q and consumers
+// that reserve and delete them, each dropping its connection
+// mid-reservation with probability leave (its random source seeded with
+// its index and seed). The test's cleanup stops whatever still runs.
+func startLoad(t *testing.T, addr, q string, l *ledger, producers, consumers int, leave float64, seed uint64) *load {
+	ld := &load{errs: make(chan error, producers+consumers)}
+	for i := range producers {
+		ld.prodWG.Go(func() { ld.errs <- producer(t, addr, q, i, 1<<30, &ld.stopProd, l) })
+	}
+	for i := range consumers {
+		ld.consWG.Go(func() { ld.errs <- consumer(addr, q, &ld.stopCons, l, leave, rand.New(rand.NewPCG(uint64(i), seed))) })
+	}
+	t.Cleanup(func() {
+		ld.stopProd.Store(true)
+		ld.stopCons.Store(true)
+		ld.prodWG.Wait()
+		ld.consWG.Wait()
+	})
+	return ld
+}
+
+// finish stops the producers, waits up to within for every STORED message
+// to be consumed, stops the consumers and fails the test with any error
+// they returned.
+func (ld *load) finish(t *testing.T, l *ledger, within time.Duration) {
+	t.Helper()
+	ld.stopProd.Store(true)
+	ld.prodWG.Wait()
+	testbroker.Eventually(t, within, "every STORED message to be consumed", func() bool { return len(l.missing()) == 0 })
+	ld.stopCons.Store(true)
+	ld.consWG.Wait()
+	close(ld.errs)
+	for err := range ld.errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 // Sixteen clients produce and consume while the AMQP connections are cut
 // several times: every STORED message is consumed at least once,
 // duplicates appear only after faults and are counted, and the gateway
 // recovers after each cut.
 func TestLoadWithConnectionCuts(t *testing.T) {
 	p := startProxy(t, testbroker.Addr, "", nil)
-	g := startGateway(t, nil, gwOptions{urls: []string{proxyURL(p)}})
+	g := testgateway.Start(t, nil, testgateway.Options{URLs: []string{proxyURL(p)}})
 	q := testbroker.Name(t, "q")
 	l := newLedger()
 
 	const producers, consumers, cuts = 8, 8, 3
-	var stopProd, stopCons atomic.Bool
-	errs := make(chan error, producers+consumers)
-	var prodWG, consWG sync.WaitGroup
-	for i := range producers {
-		prodWG.Go(func() { errs <- producer(t, g.addr, q, i, 1<<30, &stopProd, l) })
-	}
-	for i := range consumers {
-		consWG.Go(func() { errs <- consumer(g.addr, q, &stopCons, l, 0, rand.New(rand.NewPCG(uint64(i), 1))) })
-	}
-	t.Cleanup(func() {
-		stopProd.Store(true)
-		stopCons.Store(true)
-		prodWG.Wait()
-		consWG.Wait()
-	})
+	ld := startLoad(t, g.Addr, q, l, producers, consumers, 0, 1)
 
 	var firstFault time.Time
 	for i := range cuts {
@@ -198,14 +232,14 @@ func TestLoadWithConnectionCuts(t *testing.T) {
 			firstFault = time.Now()
 		}
 		cutAt := time.Now()
-		testbroker.Eventually(t, 5*time.Second, "the gateway to notice", func() bool { return g.broker.Ready() != nil })
+		testbroker.Eventually(t, 5*time.Second, "the gateway to notice", func() bool { return g.Broker.Ready() != nil })
 		noticed := time.Since(cutAt)
 		unknown := l.unknownCount()
 		// Down until every producer has seen it a few times.
 		testbroker.Eventually(t, 10*time.Second, "sets to fail while down", func() bool { return l.unknownCount() >= unknown+20*producers })
 		p.Resume()
 		up := time.Now()
-		ready := g.waitReady(15 * time.Second)
+		ready := g.WaitReady(15 * time.Second)
 		stored := l.storedCount()
 		testbroker.Eventually(t, 15*time.Second, "sets to succeed again", func() bool { return l.storedCount() > stored })
 		t.Logf("cut %d: noticed in %v; down %v; ready %v and storing %v after the network came back",
@@ -213,28 +247,18 @@ func TestLoadWithConnectionCuts(t *testing.T) {
 	}
 	base := l.storedCount()
 	testbroker.Eventually(t, 20*time.Second, "sets to flow after the last cut", func() bool { return l.storedCount() >= base+200 })
-	stopProd.Store(true)
-	prodWG.Wait()
-	testbroker.Eventually(t, 60*time.Second, "every STORED message to be consumed", func() bool { return len(l.missing()) == 0 })
-	stopCons.Store(true)
-	consWG.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Error(err)
-		}
-	}
+	ld.finish(t, l, 60*time.Second)
 	// What is left are messages whose set got SERVER_ERROR yet were stored,
 	// and deliveries that consumers had not deleted when they stopped.
-	c := mustDial(t, g.addr)
-	for v, n := range drain(t, c, q) {
+	c := mctest.MustDialConn(t, g.Addr)
+	for v, n := range mctest.Drain(t, c, q) {
 		l.consumed[v] = append(l.consumed[v], make([]time.Time, n)...)
 		for j := range n {
 			l.consumed[v][len(l.consumed[v])-n+j] = time.Now()
 		}
 	}
 	dups := l.check(t, firstFault)
-	redelivered := g.metric("mcbridge_redelivered_total")
+	redelivered := g.Metric("mcbridge_redelivered_total")
 	t.Logf("%d STORED, %d SERVER_ERROR on set (%d of them stored after all), %d distinct consumed; %d duplicates after %d cuts; %d late deletes NOT_FOUND; %d get SERVER_ERRORs; mcbridge_redelivered_total %v",
 		len(l.stored), len(l.unknown), countStoredUnknown(l), len(l.consumed), dups, cuts, l.notFound, l.getErrs, redelivered)
 	if float64(dups) > redelivered {
@@ -270,40 +294,16 @@ func soakDuration(t *testing.T) time.Duration {
 // exactly once in the end (a dropped reservation goes back, nothing acked
 // comes back), and the gateway holds nothing afterwards.
 func TestSoakRandomDisconnects(t *testing.T) {
-	g := startGateway(t, nil, gwOptions{})
+	g := testgateway.Start(t, nil, testgateway.Options{})
 	q := testbroker.Name(t, "q")
 	l := newLedger()
-	var stopProd, stopCons atomic.Bool
-	errs := make(chan error, 16)
-	var prodWG, consWG sync.WaitGroup
-	for i := range 4 {
-		prodWG.Go(func() { errs <- producer(t, g.addr, q, i, 1<<30, &stopProd, l) })
-	}
-	for i := range 8 {
-		consWG.Go(func() { errs <- consumer(g.addr, q, &stopCons, l, 0.3, rand.New(rand.NewPCG(uint64(i), 2))) })
-	}
-	t.Cleanup(func() {
-		stopProd.Store(true)
-		stopCons.Store(true)
-		prodWG.Wait()
-		consWG.Wait()
-	})
+	ld := startLoad(t, g.Addr, q, l, 4, 8, 0.3, 2)
 	d := soakDuration(t)
 	deadline := time.NewTimer(d)
 	<-deadline.C
-	stopProd.Store(true)
-	prodWG.Wait()
-	testbroker.Eventually(t, 30*time.Second, "every STORED message to be consumed", func() bool { return len(l.missing()) == 0 })
-	stopCons.Store(true)
-	consWG.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Error(err)
-		}
-	}
-	c := mustDial(t, g.addr)
-	left := drain(t, c, q)
+	ld.finish(t, l, 30*time.Second)
+	c := mctest.MustDialConn(t, g.Addr)
+	left := mctest.Drain(t, c, q)
 	l.mu.Lock()
 	for v, n := range left {
 		l.acked[v] += n
@@ -327,10 +327,10 @@ func TestSoakRandomDisconnects(t *testing.T) {
 	if len(l.unknown) > 0 {
 		t.Errorf("%d sets failed without any broker fault", len(l.unknown))
 	}
-	requeued := g.metric("mcbridge_requeued_total", "reason", "disconnect")
+	requeued := g.Metric("mcbridge_requeued_total", "reason", "disconnect")
 	t.Logf("soak %v: %d STORED, %d handed out, %d requeued on disconnect, %d redelivered",
-		d, len(l.stored), handouts, int(requeued), int(g.metric("mcbridge_redelivered_total")))
-	st, err := c.stats("")
+		d, len(l.stored), handouts, int(requeued), int(g.Metric("mcbridge_redelivered_total")))
+	st, err := c.Stats("")
 	if err != nil {
 		t.Fatal(err)
 	}

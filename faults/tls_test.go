@@ -1,7 +1,6 @@
 package faults
 
 import (
-	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -21,7 +20,9 @@ import (
 	"github.com/bradfitz/gomemcache/memcache"
 
 	"github.com/mcbridge/mcbridge/config"
+	"github.com/mcbridge/mcbridge/internal/mctest"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
+	"github.com/mcbridge/mcbridge/internal/testgateway"
 	"github.com/mcbridge/mcbridge/internal/tlsconf"
 )
 
@@ -125,30 +126,30 @@ func TestTLSMemcachePort(t *testing.T) {
 	ca := newCA(t)
 	ca.issue(t, "server", false)
 	clientCert := ca.issue(t, "client", true)
-	cfg := testConfig()
+	cfg := testgateway.Config()
 	cfg.TLS = config.ServerTLS{CertFile: ca.path("server.pem"), KeyFile: ca.path("server-key.pem"), ClientCAFile: ca.path("ca.pem")}
 	serverConf, err := tlsconf.Server(cfg.TLS)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := startGateway(t, cfg, gwOptions{listenTLS: serverConf})
+	g := testgateway.Start(t, cfg, testgateway.Options{ListenTLS: serverConf})
 	q := testbroker.Name(t, "q")
 	clientConf := &tls.Config{RootCAs: ca.pool(), Certificates: []tls.Certificate{clientCert}, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
 
 	// crypto/tls and the raw text protocol.
 	dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: clientConf}
-	nc, err := dialer.DialContext(context.Background(), "tcp", g.addr)
+	nc, err := dialer.DialContext(context.Background(), "tcp", g.Addr)
 	if err != nil {
 		t.Fatalf("TLS dial: %v", err)
 	}
-	c := &mc{nc: nc, r: bufio.NewReader(nc)}
-	t.Cleanup(c.close)
-	expect(t, "set over TLS", "STORED")(c.set(q, "over tls"))
+	c := mctest.NewConn(nc)
+	t.Cleanup(c.Close)
+	expect(t, "set over TLS", "STORED")(c.Set(q, "over tls"))
 	wantHit(t, c, q, "over tls")
-	expect(t, "delete over TLS", "DELETED")(c.del(q))
+	expect(t, "delete over TLS", "DELETED")(c.Delete(q))
 
 	// gomemcache, through its DialContext hook.
-	mcc := memcache.New(g.addr)
+	mcc := memcache.New(g.Addr)
 	mcc.Timeout = 5 * time.Second
 	mcc.DialContext = dialer.DialContext
 	if err := mcc.Set(&memcache.Item{Key: q, Value: []byte("gomemcache"), Flags: 42}); err != nil {
@@ -165,7 +166,7 @@ func TestTLSMemcachePort(t *testing.T) {
 
 	// No client certificate: the handshake fails.
 	anon := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: &tls.Config{RootCAs: ca.pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}}
-	if ac, err := anon.DialContext(context.Background(), "tcp", g.addr); err == nil {
+	if ac, err := anon.DialContext(context.Background(), "tcp", g.Addr); err == nil {
 		// TLS 1.3 reports the refusal on the first read.
 		_ = ac.SetDeadline(time.Now().Add(5 * time.Second))
 		_, _ = ac.Write([]byte("version\r\n"))
@@ -175,12 +176,12 @@ func TestTLSMemcachePort(t *testing.T) {
 		}
 		ac.Close()
 	}
-	if n := queueDepth(t, q); n != 0 {
+	if n := testbroker.QueueDepth(t, q); n != 0 {
 		t.Errorf("%s holds %d messages; all were acked", q, n)
 	}
-	expect(t, "still serving", "STORED")(c.set(q, "after"))
+	expect(t, "still serving", "STORED")(c.Set(q, "after"))
 	wantHit(t, c, q, "after")
-	expect(t, "delete", "DELETED")(c.del(q))
+	expect(t, "delete", "DELETED")(c.Delete(q))
 }
 
 // amqps:// through a TLS-terminating proxy in front of the broker, with the
@@ -195,25 +196,25 @@ func TestAMQPS(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := "amqps://guest:guest@" + p.addr() + "/"
-	g := startGateway(t, nil, gwOptions{urls: []string{url}, brokerTLS: brokerConf})
-	g.waitReady(10 * time.Second)
+	g := testgateway.Start(t, nil, testgateway.Options{URLs: []string{url}, BrokerTLS: brokerConf})
+	g.WaitReady(10 * time.Second)
 	q := testbroker.Name(t, "q")
-	c := mustDial(t, g.addr)
-	expect(t, "set via amqps", "STORED")(c.set(q, "tls1"))
+	c := mctest.MustDialConn(t, g.Addr)
+	expect(t, "set via amqps", "STORED")(c.Set(q, "tls1"))
 	wantHit(t, c, q, "tls1")
-	expect(t, "delete via amqps", "DELETED")(c.del(q))
+	expect(t, "delete via amqps", "DELETED")(c.Delete(q))
 	if n := p.linkCount(); n < 2 {
 		t.Errorf("%d TLS connections through the proxy, want publish and consume", n)
 	}
 
 	p.Cut()
-	testbroker.Eventually(t, 5*time.Second, "the gateway to notice", func() bool { return g.broker.Ready() != nil })
+	testbroker.Eventually(t, 5*time.Second, "the gateway to notice", func() bool { return g.Broker.Ready() != nil })
 	p.Resume()
-	t.Logf("amqps ready %v after the cut ended", g.waitReady(15*time.Second).Round(time.Millisecond))
-	expect(t, "set after the cut", "STORED")(c.set(q, "tls2"))
+	t.Logf("amqps ready %v after the cut ended", g.WaitReady(15*time.Second).Round(time.Millisecond))
+	expect(t, "set after the cut", "STORED")(c.Set(q, "tls2"))
 	// The ack of tls1 was written just before the cut and may never have
 	// reached the broker: then tls1 comes back, a duplicate after a fault.
-	got := drain(t, c, q)
+	got := mctest.Drain(t, c, q)
 	if got["tls2"] != 1 || got["tls1"] > 1 || len(got) > 2 {
 		t.Errorf("after the cut %s held %v, want tls2 (and at most tls1 again)", q, got)
 	}
@@ -225,12 +226,12 @@ func TestAMQPS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad := startGateway(t, nil, gwOptions{urls: []string{url}, brokerTLS: badConf})
-	if err := bad.broker.Ready(); err == nil || !strings.Contains(err.Error(), "certificate") {
+	bad := testgateway.Start(t, nil, testgateway.Options{URLs: []string{url}, BrokerTLS: badConf})
+	if err := bad.Broker.Ready(); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("gateway with an untrusted broker certificate: Ready = %v, want a certificate error", err)
 	}
-	bc := mustDial(t, bad.addr)
-	if r, err := bc.set(q, "x"); err != nil || !strings.HasPrefix(r, "SERVER_ERROR ") {
+	bc := mctest.MustDialConn(t, bad.Addr)
+	if r, err := bc.Set(q, "x"); err != nil || !strings.HasPrefix(r, "SERVER_ERROR ") {
 		t.Errorf("set with an untrusted broker: %q %v", r, err)
 	}
 }

@@ -11,20 +11,13 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/mcbridge/mcbridge/internal/mctest"
 )
 
 // frame builds a binary message byte by byte.
 func frame(magic byte, op BinOpcode, status uint16, opaque uint32, cas uint64, extras, key, value string) string {
-	h := make([]byte, 24)
-	h[0] = magic
-	h[1] = byte(op)
-	binary.BigEndian.PutUint16(h[2:], uint16(len(key)))
-	h[4] = byte(len(extras))
-	binary.BigEndian.PutUint16(h[6:], status)
-	binary.BigEndian.PutUint32(h[8:], uint32(len(extras)+len(key)+len(value)))
-	binary.BigEndian.PutUint32(h[12:], opaque)
-	binary.BigEndian.PutUint64(h[16:], cas)
-	return string(h) + extras + key + value
+	return mctest.BinFrame(magic, byte(op), status, opaque, cas, extras, key, value)
 }
 
 func req(op BinOpcode, opaque uint32, cas uint64, extras, key, value string) string {

@@ -15,6 +15,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	yaml "go.yaml.in/yaml/v3"
 
+	"github.com/mcbridge/mcbridge/internal/mctest"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
 )
 
@@ -214,11 +215,11 @@ func liveSeries(t *testing.T) seriesIndex {
 	t.Helper()
 	q := testbroker.Name(t, "q")
 	g := startRun(t, testYAML(t, q))
-	c := dialMC(t, g.mcAddr)
-	c.do("set "+q+" 0 0 1\r\nx\r\n", "STORED\r\n")
-	c.do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\nx\r\nEND\r\n")
-	c.do("delete "+q+"\r\n", "DELETED\r\n")
-	c.quit()
+	c := mctest.Dial(t, g.mcAddr)
+	c.Do("set "+q+" 0 0 1\r\nx\r\n", "STORED\r\n")
+	c.Do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\nx\r\nEND\r\n")
+	c.Do("delete "+q+"\r\n", "DELETED\r\n")
+	c.Quit()
 	ix := seriesIndex{}
 	for _, f := range g.scrape().fams {
 		ix.add(f)

@@ -4,14 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mcbridge/mcbridge/bridge"
+	"github.com/mcbridge/mcbridge/internal/mctest"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
 )
 
@@ -78,12 +77,12 @@ func TestNewLogger(t *testing.T) {
 func TestLogsConnectionsAtDebug(t *testing.T) {
 	q := testbroker.Name(t, "q")
 	g := startRun(t, testYAML(t, q), "-log-level", "debug")
-	c1 := dialMC(t, g.mcAddr)
-	c1.do("version\r\n", "VERSION "+bridge.Version+"\r\n")
-	c1.quit()
-	c2 := dialMC(t, g.mcAddr)
-	c2.do("set "+q+" 0 0 1\r\nx\r\n", "STORED\r\n")
-	c2.nc.Close()
+	c1 := mctest.Dial(t, g.mcAddr)
+	c1.Do("version\r\n", "VERSION "+bridge.Version+"\r\n")
+	c1.Quit()
+	c2 := mctest.Dial(t, g.mcAddr)
+	c2.Do("set "+q+" 0 0 1\r\nx\r\n", "STORED\r\n")
+	c2.Close()
 
 	var opened, closed []logLine
 	testbroker.Eventually(t, 10*time.Second, "two connections logged closed", func() bool {
@@ -119,26 +118,25 @@ func TestLogsQuietAtInfo(t *testing.T) {
 	q := testbroker.Name(t, "q")
 	g := startRun(t, testYAML(t, q))
 	for range 3 {
-		c := dialMC(t, g.mcAddr)
+		c := mctest.Dial(t, g.mcAddr)
 		for range 5 {
-			c.do("set "+q+" 0 0 1\r\nx\r\n", "STORED\r\n")
-			c.do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\nx\r\nEND\r\n")
-			c.do("delete "+q+"\r\n", "DELETED\r\n")
-			c.do("get "+q+"\r\n", "END\r\n")
-			c.do("bogus\r\n", "ERROR\r\n")
-			c.do("set a/b 0 0 1\r\nx\r\n", "CLIENT_ERROR bad command line format\r\n")
+			c.Do("set "+q+" 0 0 1\r\nx\r\n", "STORED\r\n")
+			c.Do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\nx\r\nEND\r\n")
+			c.Do("delete "+q+"\r\n", "DELETED\r\n")
+			c.Do("get "+q+"\r\n", "END\r\n")
+			c.Do("bogus\r\n", "ERROR\r\n")
+			c.Do("set a/b 0 0 1\r\nx\r\n", "CLIENT_ERROR bad command line format\r\n")
 		}
-		c.quit()
+		c.Quit()
 	}
 	// A connection that closes holding a reservation: the requeue is
 	// silent too.
-	c := dialMC(t, g.mcAddr)
-	c.do("set "+q+" 0 0 1\r\ny\r\n", "STORED\r\n")
-	c.do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\ny\r\nEND\r\n")
-	c.nc.Close()
-	broker := testbroker.Dial(t)
+	c := mctest.Dial(t, g.mcAddr)
+	c.Do("set "+q+" 0 0 1\r\ny\r\n", "STORED\r\n")
+	c.Do("get "+q+"\r\n", "VALUE "+q+" 0 1\r\ny\r\nEND\r\n")
+	c.Close()
 	testbroker.Eventually(t, 10*time.Second, "the disconnect requeue", func() bool {
-		return readyCount(t, broker, q) == 1
+		return testbroker.QueueDepth(t, q) == 1
 	})
 
 	lines := jsonLines(t, g.logs.String())
@@ -169,7 +167,7 @@ func TestLogsQuietAtInfo(t *testing.T) {
 
 	// A broker state change is worth a line.
 	mark := len(lines)
-	closeBrokerConnections(t, "mcbridge-test-"+t.Name()+" publish")
+	testbroker.MustCloseConnections(t, "mcbridge-test-"+t.Name()+" publish")
 	testbroker.Eventually(t, 20*time.Second, "the lost connection and its return to be logged", func() bool {
 		lost, back := false, false
 		for _, l := range jsonLines(t, g.logs.String())[mark:] {
@@ -182,29 +180,4 @@ func TestLogsQuietAtInfo(t *testing.T) {
 		}
 		return back
 	})
-}
-
-// closeBrokerConnections closes, from the broker side, every connection
-// whose client-given name starts with prefix.
-func closeBrokerConnections(t *testing.T, prefix string) {
-	t.Helper()
-	out, err := exec.Command("rabbitmqctl", "-q", "list_connections", "pid", "client_properties").CombinedOutput()
-	if err != nil {
-		t.Fatalf("rabbitmqctl list_connections: %v\n%s", err, out)
-	}
-	want := fmt.Sprintf(`{"connection_name","%s`, prefix)
-	n := 0
-	for _, line := range strings.Split(string(out), "\n") {
-		pid, props, ok := strings.Cut(strings.TrimSpace(line), "\t")
-		if !ok || !strings.Contains(props, want) {
-			continue
-		}
-		if out, err := exec.Command("rabbitmqctl", "-q", "close_connection", strings.TrimSpace(pid), "test").CombinedOutput(); err != nil {
-			t.Fatalf("rabbitmqctl close_connection %s: %v\n%s", pid, err, out)
-		}
-		n++
-	}
-	if n == 0 {
-		t.Fatalf("no connection named %q in:\n%s", prefix, out)
-	}
 }

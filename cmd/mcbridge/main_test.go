@@ -1,51 +1,29 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	amqp091 "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/goleak"
 
 	"github.com/mcbridge/mcbridge/internal/testbroker"
+	"github.com/mcbridge/mcbridge/internal/testserve"
 )
 
 func TestMain(m *testing.M) {
 	testbroker.MustReach()
 	goleak.VerifyTestMain(m)
-}
-
-// syncBuffer collects log output written by the gateway's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // logLine is one line of -log-format json output.
@@ -80,7 +58,7 @@ type gateway struct {
 	t        *testing.T
 	mcAddr   string // memcache port
 	httpAddr string // metrics_listen
-	logs     *syncBuffer
+	logs     *testserve.LogBuffer
 	cancel   context.CancelFunc
 	done     chan error
 }
@@ -96,7 +74,7 @@ func startRun(t *testing.T, yamlText string, extra ...string) *gateway {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	g := &gateway{t: t, logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	g := &gateway{t: t, logs: &testserve.LogBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	args := append([]string{"-config", file, "-log-format", "json"}, extra...)
 	go func() { g.done <- run(ctx, args, io.Discard, g.logs) }()
 	t.Cleanup(g.stop)
@@ -217,68 +195,6 @@ next:
 		}
 	}
 	return 0
-}
-
-// mcClient is a raw memcache text-protocol connection that checks exact
-// replies and counts the bytes each way.
-type mcClient struct {
-	t          *testing.T
-	nc         net.Conn
-	r          *bufio.Reader
-	sent, recv int
-}
-
-func dialMC(t *testing.T, addr string) *mcClient {
-	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	return &mcClient{t: t, nc: nc, r: bufio.NewReader(nc)}
-}
-
-// do sends cmd and expects exactly want back.
-func (c *mcClient) do(cmd, want string) {
-	c.t.Helper()
-	_ = c.nc.SetDeadline(time.Now().Add(15 * time.Second))
-	if _, err := io.WriteString(c.nc, cmd); err != nil {
-		c.t.Fatalf("send %q: %v", cmd, err)
-	}
-	c.sent += len(cmd)
-	got := make([]byte, len(want))
-	if n, err := io.ReadFull(c.r, got); err != nil {
-		c.t.Fatalf("%q: want %q, got %q: %v", cmd, want, got[:n], err)
-	}
-	if string(got) != want {
-		c.t.Fatalf("%q: want %q, got %q", cmd, want, got)
-	}
-	c.recv += len(want)
-}
-
-// quit sends quit and waits for the server to close the connection.
-func (c *mcClient) quit() {
-	c.t.Helper()
-	c.do("quit\r\n", "")
-	_ = c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if b, err := c.r.ReadByte(); err == nil {
-		c.t.Fatalf("connection still open after quit: read %q", b)
-	}
-}
-
-// readyCount is the broker's own count of ready messages in queue.
-func readyCount(t *testing.T, conn *amqp091.Connection, queue string) int {
-	t.Helper()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatalf("open channel: %v", err)
-	}
-	defer ch.Close()
-	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
-	if err != nil {
-		t.Fatalf("passive declare %s: %v", queue, err)
-	}
-	return q.Messages
 }
 
 // repoRoot is the module root, two levels above this package.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mcbridge/mcbridge/bridge"
+	"github.com/mcbridge/mcbridge/internal/mctest"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
 	"github.com/mcbridge/mcbridge/mcproto"
 )
@@ -34,7 +35,6 @@ var specMetrics = []string{
 func TestMetricsAfterTraffic(t *testing.T) {
 	cfgQ := testbroker.Name(t, "cfg")   // a YAML queue: queue="<name>"
 	autoQ := testbroker.Name(t, "auto") // auto-declared: queue="_auto"
-	broker := testbroker.Dial(t)
 	g := startRun(t, testYAML(t, cfgQ))
 	before := g.scrape()
 
@@ -55,42 +55,42 @@ func TestMetricsAfterTraffic(t *testing.T) {
 
 	// Connection 1: set, get, delete; then it disconnects holding a
 	// reservation on the auto queue.
-	c1 := dialMC(t, g.mcAddr)
-	c1.do("set "+cfgQ+" 0 0 1\r\na\r\n", "STORED\r\n")
-	c1.do("set "+cfgQ+" 0 0 1\r\nb\r\n", "STORED\r\n")
-	c1.do("set "+autoQ+" 0 0 1\r\nx\r\n", "STORED\r\n")
-	c1.do("get "+cfgQ+"\r\n", "VALUE "+cfgQ+" 0 1\r\na\r\nEND\r\n")
-	c1.do("delete "+cfgQ+"\r\n", "DELETED\r\n")
-	c1.do("delete "+cfgQ+"\r\n", "NOT_FOUND\r\n")
-	c1.do("get "+autoQ+"\r\n", "VALUE "+autoQ+" 0 1\r\nx\r\nEND\r\n")
-	sent, recv := c1.sent, c1.recv
-	c1.nc.Close()
+	c1 := mctest.Dial(t, g.mcAddr)
+	c1.Do("set "+cfgQ+" 0 0 1\r\na\r\n", "STORED\r\n")
+	c1.Do("set "+cfgQ+" 0 0 1\r\nb\r\n", "STORED\r\n")
+	c1.Do("set "+autoQ+" 0 0 1\r\nx\r\n", "STORED\r\n")
+	c1.Do("get "+cfgQ+"\r\n", "VALUE "+cfgQ+" 0 1\r\na\r\nEND\r\n")
+	c1.Do("delete "+cfgQ+"\r\n", "DELETED\r\n")
+	c1.Do("delete "+cfgQ+"\r\n", "NOT_FOUND\r\n")
+	c1.Do("get "+autoQ+"\r\n", "VALUE "+autoQ+" 0 1\r\nx\r\nEND\r\n")
+	sent, recv := c1.Sent, c1.Received
+	c1.Close()
 	testbroker.Eventually(t, 10*time.Second, "the disconnect requeue", func() bool {
-		return readyCount(t, broker, autoQ) == 1
+		return testbroker.QueueDepth(t, autoQ) == 1
 	})
 
 	// Connection 2: the requeued message comes back redelivered; a lease
 	// that runs out; bad commands; quit.
-	c2 := dialMC(t, g.mcAddr)
-	c2.do("get "+autoQ+"\r\n", "VALUE "+autoQ+" 0 1\r\nx\r\nEND\r\n")
-	c2.do("delete "+autoQ+"\r\n", "DELETED\r\n")
-	c2.do("gat 1 "+cfgQ+"\r\n", "VALUE "+cfgQ+" 0 1\r\nb\r\nEND\r\n") // a 1s lease
+	c2 := mctest.Dial(t, g.mcAddr)
+	c2.Do("get "+autoQ+"\r\n", "VALUE "+autoQ+" 0 1\r\nx\r\nEND\r\n")
+	c2.Do("delete "+autoQ+"\r\n", "DELETED\r\n")
+	c2.Do("gat 1 "+cfgQ+"\r\n", "VALUE "+cfgQ+" 0 1\r\nb\r\nEND\r\n") // a 1s lease
 	testbroker.Eventually(t, 10*time.Second, "the lease to run out", func() bool {
-		return readyCount(t, broker, cfgQ) == 1
+		return testbroker.QueueDepth(t, cfgQ) == 1
 	})
-	c2.do("delete "+cfgQ+"\r\n", "NOT_FOUND\r\n")
-	c2.do("get "+cfgQ+"\r\n", "VALUE "+cfgQ+" 0 1\r\nb\r\nEND\r\n")
-	c2.do("delete "+cfgQ+"\r\n", "DELETED\r\n")
-	c2.do("get "+cfgQ+"\r\n", "END\r\n")
-	c2.do("bogus "+cfgQ+"\r\n", "ERROR\r\n")
-	c2.do("set "+cfgQ+" 0 0 x\r\n", "CLIENT_ERROR bad command line format\r\n")
-	c2.do("get amq.secret\r\n", "CLIENT_ERROR bad command line format\r\n")
-	c2.do("set weird/key 0 0 1\r\nz\r\n", "CLIENT_ERROR bad command line format\r\n")
-	c2.do("add "+cfgQ+" 0 0 1\r\nz\r\n", "CLIENT_ERROR add not supported by queue gateway\r\n")
-	c2.do("version\r\n", "VERSION "+bridge.Version+"\r\n")
-	c2.quit()
-	sent += c2.sent
-	recv += c2.recv
+	c2.Do("delete "+cfgQ+"\r\n", "NOT_FOUND\r\n")
+	c2.Do("get "+cfgQ+"\r\n", "VALUE "+cfgQ+" 0 1\r\nb\r\nEND\r\n")
+	c2.Do("delete "+cfgQ+"\r\n", "DELETED\r\n")
+	c2.Do("get "+cfgQ+"\r\n", "END\r\n")
+	c2.Do("bogus "+cfgQ+"\r\n", "ERROR\r\n")
+	c2.Do("set "+cfgQ+" 0 0 x\r\n", "CLIENT_ERROR bad command line format\r\n")
+	c2.Do("get amq.secret\r\n", "CLIENT_ERROR bad command line format\r\n")
+	c2.Do("set weird/key 0 0 1\r\nz\r\n", "CLIENT_ERROR bad command line format\r\n")
+	c2.Do("add "+cfgQ+" 0 0 1\r\nz\r\n", "CLIENT_ERROR add not supported by queue gateway\r\n")
+	c2.Do("version\r\n", "VERSION "+bridge.Version+"\r\n")
+	c2.Quit()
+	sent += c2.Sent
+	recv += c2.Received
 
 	var after scrape
 	testbroker.Eventually(t, 10*time.Second, "both connections to be closed", func() bool {
@@ -229,8 +229,8 @@ func TestEndpointsConnected(t *testing.T) {
 		code, _ := g.get("/readyz")
 		return code == http.StatusOK
 	})
-	c := dialMC(t, g.mcAddr)
-	c.do("version\r\n", "VERSION "+bridge.Version+"\r\n")
+	c := mctest.Dial(t, g.mcAddr)
+	c.Do("version\r\n", "VERSION "+bridge.Version+"\r\n")
 	s := g.scrape()
 	for _, name := range append(specMetrics, "mcbridge_build_info",
 		"go_goroutines", "go_gc_duration_seconds", "go_memstats_heap_inuse_bytes",

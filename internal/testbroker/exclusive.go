@@ -115,3 +115,45 @@ func MemoryAlarm(t testing.TB) (clear func()) {
 	}
 	return clear
 }
+
+// CloseConnections closes, from the broker side (rabbitmqctl
+// close_connection), every connection whose client-given name starts with
+// prefix, and returns how many it closed: what an operator's close looks
+// like to the client. The name column of list_connections is the peer address; the name the
+// client gave is in its properties: {"connection_name","<name>"}.
+func CloseConnections(t testing.TB, prefix string) int {
+	t.Helper()
+	n, _ := closeConnections(t, prefix)
+	return n
+}
+
+// MustCloseConnections is CloseConnections for a test that needs at least
+// one to close: none fails the test, with the broker's listing.
+func MustCloseConnections(t testing.TB, prefix string) int {
+	t.Helper()
+	n, listing := closeConnections(t, prefix)
+	if n == 0 {
+		t.Fatalf("no connection named %q in:\n%s", prefix, listing)
+	}
+	return n
+}
+
+func closeConnections(t testing.TB, prefix string) (n int, listing string) {
+	t.Helper()
+	out, err := Rabbitmqctl("list_connections", "pid", "client_properties")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf(`{"connection_name","%s`, prefix)
+	for _, line := range strings.Split(out, "\n") {
+		pid, props, ok := strings.Cut(strings.TrimSpace(line), "\t")
+		if !ok || !strings.Contains(props, want) {
+			continue
+		}
+		if _, err := Rabbitmqctl("close_connection", strings.TrimSpace(pid), "closed by test"); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	return n, out
+}

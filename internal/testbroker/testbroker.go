@@ -126,3 +126,24 @@ func Eventually(t testing.TB, within time.Duration, what string, cond func() boo
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// QueueDepth is the broker's own count of ready messages in queue, from a
+// passive declare on a connection of its own: the back-office view, which
+// does not trust what the gateway says.
+func QueueDepth(t testing.TB, queue string) int {
+	t.Helper()
+	conn, err := amqp091.Dial(URL)
+	if err != nil {
+		t.Fatalf("dial broker: %v", err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatalf("open channel: %v", err)
+	}
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	if err != nil {
+		t.Fatalf("passive declare %s: %v", queue, err)
+	}
+	return q.Messages
+}
