@@ -1,6 +1,8 @@
 package amqp
 
 import (
+	"sync"
+
 	amqp091 "github.com/rabbitmq/amqp091-go"
 )
 
@@ -35,9 +37,12 @@ const ackQueueLen = 4096
 // more certain than "sent"; one that a dying connection never sends leaves
 // the message to be redelivered, as any ack lost in a fault does.
 type ackWriter struct {
-	reqs chan ackRequest
-	cork *corkConn
-	done <-chan *amqp091.Error
+	reqs   chan ackRequest
+	cork   *corkConn
+	done   <-chan *amqp091.Error // the connection closed
+	quit   chan struct{}         // send what is queued, then stop
+	once   sync.Once
+	exited chan struct{}
 }
 
 type ackRequest struct {
@@ -46,7 +51,13 @@ type ackRequest struct {
 }
 
 func newAckWriter(cork *corkConn, done <-chan *amqp091.Error) *ackWriter {
-	return &ackWriter{reqs: make(chan ackRequest, ackQueueLen), cork: cork, done: done}
+	return &ackWriter{
+		reqs:   make(chan ackRequest, ackQueueLen),
+		cork:   cork,
+		done:   done,
+		quit:   make(chan struct{}),
+		exited: make(chan struct{}),
+	}
 }
 
 // enqueue hands a settlement to the writer; false when its queue is full.
@@ -62,6 +73,7 @@ func (w *ackWriter) enqueue(d *Delivery, kind settleKind) bool {
 // run sends settlements until the connection closes, then releases what is
 // left without sending (the broker requeues it with the connection).
 func (w *ackWriter) run() {
+	defer close(w.exited)
 	for {
 		select {
 		case r := <-w.reqs:
@@ -81,6 +93,9 @@ func (w *ackWriter) run() {
 			if w.cork != nil {
 				_ = w.cork.release()
 			}
+		case <-w.quit:
+			w.sendQueued()
+			return
 		case <-w.done:
 			for {
 				select {
@@ -93,6 +108,25 @@ func (w *ackWriter) run() {
 					return
 				}
 			}
+		}
+	}
+}
+
+// drain stops the writer once it has sent every queued settlement, and
+// waits for it: a graceful close must not drop acks that clients were
+// already told about (DELETED).
+func (w *ackWriter) drain() {
+	w.once.Do(func() { close(w.quit) })
+	<-w.exited
+}
+
+func (w *ackWriter) sendQueued() {
+	for {
+		select {
+		case r := <-w.reqs:
+			w.send(r)
+		default:
+			return
 		}
 	}
 }

@@ -78,6 +78,11 @@ func New(opts Options) *Client {
 			}()
 			return nil
 		})
+		cc.sup.beforeClose = func() {
+			if acks := cc.acks.Load(); acks != nil {
+				acks.drain()
+			}
+		}
 		cc.sup.wrap = func(nc net.Conn) net.Conn {
 			cork := newCorkConn(nc)
 			cc.cork.Store(cork)

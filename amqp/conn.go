@@ -41,6 +41,9 @@ type supervisor struct {
 
 	// wrap, when set, wraps each dialled TCP connection (below TLS).
 	wrap func(net.Conn) net.Conn
+	// beforeClose, when set, runs before a graceful close of the
+	// connection, e.g. to send what is queued for it.
+	beforeClose func()
 
 	first     chan error // result of the first attempt, written once
 	connected atomic.Bool
@@ -130,6 +133,9 @@ func (s *supervisor) run(ctx context.Context) {
 				select {
 				case <-ctx.Done():
 					s.setDown("shutting down")
+					if s.beforeClose != nil {
+						s.beforeClose()
+					}
 					_ = conn.CloseDeadline(time.Now().Add(closeTimeout))
 					return
 				case cerr := <-closed:

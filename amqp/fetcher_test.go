@@ -84,3 +84,52 @@ func TestWaitersNotStarvedByHeldDeliveries(t *testing.T) {
 		t.Fatalf("got %v, want m0..m4 once each", seen)
 	}
 }
+
+// Acks go out through a writer; a graceful Close sends every ack that was
+// queued before it, so nothing a client was told is acked comes back.
+func TestCloseSendsQueuedAcks(t *testing.T) {
+	c := startClient(t, mcamqp.Options{})
+	q := testbroker.Name(t, "q")
+	declareQueue(t, q, nil)
+	ctx := ctxT(t)
+	const n = 2000
+	for i := range n {
+		publish(t, c, q, fmt.Sprint(i))
+	}
+	var held []*mcamqp.Delivery
+	for i := range n {
+		d, err := c.Get(ctx, q)
+		if err != nil || d == nil {
+			t.Fatalf("Get %d: %v, %v", i, d, err)
+		}
+		held = append(held, d)
+	}
+	// Ack all at once, from many goroutines, and close right after: the
+	// writer is then still busy with them.
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 16 {
+				if err := held[i].Ack(); err != nil {
+					t.Errorf("Ack %d: %v", i, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	c.Close()
+	// An ack lost at close would put its message back at once.
+	ch := testbroker.Channel(t)
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		qi, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if qi.Messages != 0 {
+			t.Fatalf("%d acked messages are back in the queue after Close", qi.Messages)
+		}
+	}
+}
