@@ -12,6 +12,9 @@ import (
 	"github.com/bradfitz/gomemcache/memcache"
 
 	"github.com/mcbridge/mcbridge/amqp"
+	"github.com/mcbridge/mcbridge/internal/mctest"
+	"github.com/mcbridge/mcbridge/internal/testbroker"
+	"github.com/mcbridge/mcbridge/internal/testserve"
 )
 
 // Queues of type quorum come from the YAML (queues[].type) and from
@@ -32,12 +35,12 @@ func TestQuorumQueues(t *testing.T) {
 	if q, ok := listQueues(t, nodes[0])[fromYAML]; !ok || q.Type != "quorum" {
 		t.Fatalf("YAML queue %s after start-up: %+v (found %v), want type quorum", fromYAML, q, ok)
 	}
-	a := mustDial(t, gA.addr)
-	want(t, "set on the auto-declared queue", func() (string, error) { return a.set(auto, "hello") }, "STORED")
-	y := mustDial(t, gY.addr)
-	want(t, "set on the YAML queue", func() (string, error) { return y.set(fromYAML, "hi") }, "STORED")
-	c := mustDial(t, gC.addr)
-	want(t, "set with the default queue type", func() (string, error) { return c.set(classic, "plain") }, "STORED")
+	a := mctest.MustDialConn(t, gA.Addr)
+	want(t, "set on the auto-declared queue", func() (string, error) { return a.Set(auto, "hello") }, "STORED")
+	y := mctest.MustDialConn(t, gY.Addr)
+	want(t, "set on the YAML queue", func() (string, error) { return y.Set(fromYAML, "hi") }, "STORED")
+	c := mctest.MustDialConn(t, gC.Addr)
+	want(t, "set with the default queue type", func() (string, error) { return c.Set(classic, "plain") }, "STORED")
 
 	qs := listQueues(t, nodes[0])
 	for _, tc := range []struct{ name, typ string }{{fromYAML, "quorum"}, {auto, "quorum"}, {classic, "classic"}} {
@@ -61,12 +64,12 @@ func TestQuorumQueues(t *testing.T) {
 		g    *gateway
 		q, v string
 	}{{gY, auto, "hello"}, {gA, fromYAML, "hi"}} {
-		r := mustDial(t, tc.g.addr)
-		hit, v, err := r.get(tc.q)
+		r := mctest.MustDialConn(t, tc.g.Addr)
+		hit, v, err := r.Get(tc.q)
 		if err != nil || !hit || v != tc.v {
-			t.Fatalf("get %s through %s: %v %q %v, want %q", tc.q, tc.g.name, hit, v, err, tc.v)
+			t.Fatalf("get %s through %s: %v %q %v, want %q", tc.q, tc.g.Name, hit, v, err, tc.v)
 		}
-		want(t, "delete", func() (string, error) { return r.del(tc.q) }, "DELETED")
+		want(t, "delete", func() (string, error) { return r.Delete(tc.q) }, "DELETED")
 	}
 }
 
@@ -83,7 +86,7 @@ func TestConnectionsSpreadOverNodes(t *testing.T) {
 	})
 	for i := range gateways {
 		name := fmt.Sprintf("spread-%d-%s", i, randHex(3))
-		c := amqp.New(amqp.Options{URLs: urls(), ConnectionName: name, Logger: testLogger(),
+		c := amqp.New(amqp.Options{URLs: urls(), ConnectionName: name, Logger: testserve.Logger(nil),
 			MinBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		err := c.Start(ctx)
@@ -95,7 +98,7 @@ func TestConnectionsSpreadOverNodes(t *testing.T) {
 		names = append(names, name)
 	}
 	for i, c := range clients {
-		eventually(t, 30*time.Second, fmt.Sprintf("client %d to be ready", i), func() bool { return c.Ready() == nil })
+		testbroker.Eventually(t, 30*time.Second, fmt.Sprintf("client %d to be ready", i), func() bool { return c.Ready() == nil })
 	}
 	conns := connections(t, nodes[0])
 	perNode := map[string]int{}
@@ -137,11 +140,11 @@ func TestGatewaysShareQueues(t *testing.T) {
 	cfg := clusterConfig(t, "defaults: {queue_type: quorum}\n")
 	g1 := startGateway(t, cfg, "share-g1")
 	g2 := startGateway(t, cfg, "share-g2")
-	byAddr := map[string]*gateway{g1.addr: g1, g2.addr: g2}
+	byAddr := map[string]*gateway{g1.Addr: g1, g2.Addr: g2}
 	other := map[*gateway]*gateway{g1: g2, g2: g1}
 
 	ss := new(memcache.ServerList)
-	if err := ss.SetServers(g1.addr, g2.addr); err != nil {
+	if err := ss.SetServers(g1.Addr, g2.Addr); err != nil {
 		t.Fatal(err)
 	}
 	mcc := memcache.NewFromSelector(ss)
@@ -171,29 +174,29 @@ func TestGatewaysShareQueues(t *testing.T) {
 		}
 	}
 	for _, g := range []*gateway{g1, g2} {
-		got := g.metric("mcbridge_commands_total", "command", "set", "result", "stored")
+		got := g.Metric("mcbridge_commands_total", "command", "set", "result", "stored")
 		if int(got) != stored[g] {
-			t.Errorf("%s answered STORED %v times, want %d (the keys that hash to it)", g.name, got, stored[g])
+			t.Errorf("%s answered STORED %v times, want %d (the keys that hash to it)", g.Name, got, stored[g])
 		}
 		if stored[g] == 0 {
-			t.Errorf("no key hashed to %s", g.name)
+			t.Errorf("no key hashed to %s", g.Name)
 		}
 	}
-	t.Logf("%d keys × %d messages through gomemcache: %d stored via %s, %d via %s", keys, perKey, stored[g1], g1.name, stored[g2], g2.name)
+	t.Logf("%d keys × %d messages through gomemcache: %d stored via %s, %d via %s", keys, perKey, stored[g1], g1.Name, stored[g2], g2.Name)
 
 	// The first three messages of each queue are consumed through the
 	// gateway the key does NOT hash to (raw get/delete), the rest through
 	// gomemcache (the owner: Get, then CompareAndSwap acks by id, from any
 	// pooled connection). The queues are FIFO: the values come in order.
-	raw := map[*gateway]*mc{g1: mustDial(t, g1.addr), g2: mustDial(t, g2.addr)}
+	raw := map[*gateway]*mctest.Conn{g1: mctest.MustDialConn(t, g1.Addr), g2: mctest.MustDialConn(t, g2.Addr)}
 	for _, k := range ks {
 		r := raw[other[owner[k]]]
 		for j := range 3 {
-			hit, v, err := r.get(k)
+			hit, v, err := r.Get(k)
 			if wantV := fmt.Sprintf("%s#%d", k, j); err != nil || !hit || v != wantV {
-				t.Fatalf("get %s through %s (not the gateway that stored it): %v %q %v, want %q", k, other[owner[k]].name, hit, v, err, wantV)
+				t.Fatalf("get %s through %s (not the gateway that stored it): %v %q %v, want %q", k, other[owner[k]].Name, hit, v, err, wantV)
 			}
-			want(t, "delete", func() (string, error) { return r.del(k) }, "DELETED")
+			want(t, "delete", func() (string, error) { return r.Delete(k) }, "DELETED")
 		}
 		for j := 3; j < perKey; j++ {
 			it, err := mcc.Get(k)
@@ -207,7 +210,7 @@ func TestGatewaysShareQueues(t *testing.T) {
 		if _, err := mcc.Get(k); !errors.Is(err, memcache.ErrCacheMiss) {
 			t.Fatalf("gomemcache Get %s after all were acked: %v, want a miss", k, err)
 		}
-		if hit, v, err := raw[g1].get(k); hit || err != nil {
+		if hit, v, err := raw[g1].Get(k); hit || err != nil {
 			t.Fatalf("get %s after all were acked: %v %q %v, want a miss", k, hit, v, err)
 		}
 	}
@@ -216,18 +219,18 @@ func TestGatewaysShareQueues(t *testing.T) {
 	// the other gateway does not see it. When the reserving client goes
 	// away, the other gateway gets it.
 	q := queueName(t, "tied")
-	want(t, "set", func() (string, error) { return raw[g1].set(q, "tied") }, "STORED")
-	a := mustDial(t, g2.addr)
-	if hit, v, err := a.get(q); err != nil || !hit || v != "tied" {
-		t.Fatalf("reserve through %s: %v %q %v", g2.name, hit, v, err)
+	want(t, "set", func() (string, error) { return raw[g1].Set(q, "tied") }, "STORED")
+	a := mctest.MustDialConn(t, g2.Addr)
+	if hit, v, err := a.Get(q); err != nil || !hit || v != "tied" {
+		t.Fatalf("reserve through %s: %v %q %v", g2.Name, hit, v, err)
 	}
-	if hit, v, err := raw[g1].get(q); err != nil || hit {
-		t.Fatalf("get through %s while %s holds the reservation: %v %q %v, want a miss", g1.name, g2.name, hit, v, err)
+	if hit, v, err := raw[g1].Get(q); err != nil || hit {
+		t.Fatalf("get through %s while %s holds the reservation: %v %q %v, want a miss", g1.Name, g2.Name, hit, v, err)
 	}
-	a.close()
+	a.Close()
 	start := time.Now()
-	eventually(t, 15*time.Second, "the released message at the other gateway", func() bool {
-		hit, v, err := raw[g1].get(q)
+	testbroker.Eventually(t, 15*time.Second, "the released message at the other gateway", func() bool {
+		hit, v, err := raw[g1].Get(q)
 		if err != nil {
 			t.Fatalf("get: %v", err)
 		}
@@ -236,9 +239,9 @@ func TestGatewaysShareQueues(t *testing.T) {
 		}
 		return hit
 	})
-	t.Logf("reservation released by a client of %s, reserved through %s %v later", g2.name, g1.name, time.Since(start).Round(time.Millisecond))
-	want(t, "delete", func() (string, error) { return raw[g1].del(q) }, "DELETED")
-	if hit, _, err := raw[g2].get(q); hit || err != nil {
+	t.Logf("reservation released by a client of %s, reserved through %s %v later", g2.Name, g1.Name, time.Since(start).Round(time.Millisecond))
+	want(t, "delete", func() (string, error) { return raw[g1].Delete(q) }, "DELETED")
+	if hit, _, err := raw[g2].Get(q); hit || err != nil {
 		t.Fatalf("get after the ack: %v %v, want a miss", hit, err)
 	}
 }

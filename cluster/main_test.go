@@ -1,14 +1,10 @@
 package cluster
 
 import (
-	"bufio"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -18,13 +14,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/goleak"
 
 	"github.com/mcbridge/mcbridge/amqp"
 	"github.com/mcbridge/mcbridge/bridge"
 	"github.com/mcbridge/mcbridge/config"
+	"github.com/mcbridge/mcbridge/internal/testgateway"
 )
 
 // TestMain starts the cluster once for all tests and always stops it.
@@ -61,14 +57,6 @@ func runMain(m *testing.M) (code int) {
 }
 
 func listenTCP(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
-
-// testLogger prints gateway logs only when MCBRIDGE_TEST_LOG is set.
-func testLogger() *slog.Logger {
-	if os.Getenv("MCBRIDGE_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
 
 func randHex(n int) string {
 	b := make([]byte, n)
@@ -147,17 +135,12 @@ func (r *recorder) snapshot() []connEvent {
 	return append([]connEvent(nil), r.events...)
 }
 
-// gateway is a running mcbridge wired like cmd/mcbridge.
+// gateway is a running mcbridge wired like cmd/mcbridge (testgateway),
+// with a recorder of its broker connections' events and a poller of its
+// readiness.
 type gateway struct {
-	t      testing.TB
-	name   string // AMQP connection name prefix
-	cfg    *config.Config
-	srv    *bridge.Server
-	broker *amqp.Client
-	rec    *recorder
-	reg    *prometheus.Registry
-	addr   string
-	done   chan error
+	*testgateway.Gateway
+	rec *recorder
 
 	pollStop chan struct{}
 	pollDone chan struct{}
@@ -170,75 +153,28 @@ type gateway struct {
 func startGateway(t testing.TB, cfg *config.Config, name string) *gateway {
 	t.Helper()
 	g := startGatewayNoWait(t, cfg, name)
-	g.waitReady(30 * time.Second)
+	g.WaitReady(30 * time.Second)
 	return g
 }
 
 func startGatewayNoWait(t testing.TB, cfg *config.Config, name string) *gateway {
 	t.Helper()
-	reg := prometheus.NewRegistry()
-	obs := bridge.NewObserver(reg)
-	rec := &recorder{Observer: obs}
-	var us []string
-	for _, u := range cfg.AMQP.URLs {
-		us = append(us, u.Raw())
-	}
 	name = name + "-" + randHex(3)
-	broker := amqp.New(amqp.Options{
-		URLs:               us,
-		ConnectionName:     name,
-		ConsumeConnections: cfg.AMQP.ConsumeConnections,
-		ConfirmTimeout:     cfg.AMQP.ConfirmTimeout,
-		Heartbeat:          cfg.AMQP.Heartbeat,
-		Topology:           bridge.Topology(cfg),
-		Observer:           rec,
-		Logger:             testLogger().With("gateway", name),
-		MinBackoff:         20 * time.Millisecond,
-		MaxBackoff:         500 * time.Millisecond,
+	rec := &recorder{}
+	g := &gateway{rec: rec}
+	g.Gateway = testgateway.Start(t, cfg, testgateway.Options{
+		ConnectionName: name,
+		Heartbeat:      cfg.AMQP.Heartbeat,
+		LogAttrs:       []any{"gateway", name},
+		Observer: func(metrics *bridge.Observer) amqp.Observer {
+			rec.Observer = metrics
+			return rec
+		},
+		BeforeStart: func(c *amqp.Client) { rec.client.Store(c) },
 	})
-	rec.client.Store(broker)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := broker.Start(ctx); err != nil {
-		t.Fatalf("start gateway %s: %v", name, err)
-	}
-	srv := bridge.New(cfg, broker, obs, bridge.Options{Logger: testLogger().With("gateway", name)})
-	ln, err := srv.Listen()
-	if err != nil {
-		broker.Close()
-		t.Fatalf("listen: %v", err)
-	}
-	g := &gateway{t: t, name: name, cfg: cfg, srv: srv, broker: broker, rec: rec, reg: reg,
-		addr: ln.Addr().String(), done: make(chan error, 1)}
-	go func() { g.done <- srv.Serve(ln) }()
-	t.Cleanup(g.stop)
+	// Cleanups run last first: the poller stops before the gateway does.
+	t.Cleanup(g.stopPolling)
 	return g
-}
-
-func (g *gateway) stop() {
-	if g.srv == nil {
-		return
-	}
-	g.stopPolling()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := g.srv.Shutdown(ctx); err != nil {
-		g.t.Errorf("shutdown %s: %v", g.name, err)
-	}
-	if err := <-g.done; err != nil {
-		g.t.Errorf("serve %s: %v", g.name, err)
-	}
-	g.broker.Close()
-	g.srv = nil
-}
-
-// waitReady waits until every broker connection is up; it returns how long
-// that took.
-func (g *gateway) waitReady(within time.Duration) time.Duration {
-	g.t.Helper()
-	start := time.Now()
-	eventually(g.t, within, "gateway "+g.name+" to be ready", func() bool { return g.broker.Ready() == nil })
-	return time.Since(start)
 }
 
 // pollReady records every change of Ready() (what /readyz serves) until
@@ -252,7 +188,7 @@ func (g *gateway) pollReady() {
 		tick := time.NewTicker(time.Millisecond)
 		defer tick.Stop()
 		for {
-			err := g.broker.Ready()
+			err := g.Broker.Ready()
 			if ready := err == nil; first || ready != last {
 				ev := readyEvent{at: time.Now(), ready: ready}
 				if err != nil {
@@ -284,43 +220,6 @@ func (g *gateway) pollEvents() []readyEvent {
 	g.pollMu.Lock()
 	defer g.pollMu.Unlock()
 	return append([]readyEvent(nil), g.polled...)
-}
-
-// metric sums the samples of a counter or gauge whose labels include the
-// given name=value pairs.
-func (g *gateway) metric(name string, labels ...string) float64 {
-	g.t.Helper()
-	mfs, err := g.reg.Gather()
-	if err != nil {
-		g.t.Fatalf("gather metrics: %v", err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-						found = true
-					}
-				}
-				if !found {
-					continue next
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				sum += m.Counter.GetValue()
-			case m.Gauge != nil:
-				sum += m.Gauge.GetValue()
-			}
-		}
-	}
-	return sum
 }
 
 // brokerConn is one AMQP connection as the cluster lists it.
@@ -405,7 +304,7 @@ func connectionName(props json.RawMessage) string {
 func (g *gateway) nodesOf(conns []brokerConn) map[string]*node {
 	out := map[string]*node{}
 	for _, c := range g.connsIn(conns) {
-		out[strings.TrimPrefix(c.Name, g.name+" ")] = nodeByPort(c.Port)
+		out[strings.TrimPrefix(c.Name, g.Name+" ")] = nodeByPort(c.Port)
 	}
 	return out
 }
@@ -414,7 +313,7 @@ func (g *gateway) nodesOf(conns []brokerConn) map[string]*node {
 func (g *gateway) connsIn(conns []brokerConn) []brokerConn {
 	var out []brokerConn
 	for _, c := range conns {
-		if strings.HasPrefix(c.Name, g.name+" ") {
+		if strings.HasPrefix(c.Name, g.Name+" ") {
 			out = append(out, c)
 		}
 	}
@@ -538,139 +437,6 @@ func stringList(v any) []string {
 		}
 	}
 	return out
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// mc is a raw memcache text-protocol client whose methods return errors,
-// so that load goroutines can use them.
-type mc struct {
-	nc net.Conn
-	r  *bufio.Reader
-}
-
-func dialMC(addr string) (*mc, error) {
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	return &mc{nc: nc, r: bufio.NewReader(nc)}, nil
-}
-
-func mustDial(t testing.TB, addr string) *mc {
-	t.Helper()
-	c, err := dialMC(addr)
-	if err != nil {
-		t.Fatalf("dial gateway: %v", err)
-	}
-	t.Cleanup(c.close)
-	return c
-}
-
-func (c *mc) close() { c.nc.Close() }
-
-const ioTimeout = 20 * time.Second
-
-func (c *mc) send(s string) error {
-	_ = c.nc.SetWriteDeadline(time.Now().Add(ioTimeout))
-	_, err := io.WriteString(c.nc, s)
-	return err
-}
-
-func (c *mc) line() (string, error) {
-	_ = c.nc.SetReadDeadline(time.Now().Add(ioTimeout))
-	s, err := c.r.ReadString('\n')
-	if err != nil {
-		return s, err
-	}
-	return strings.TrimSuffix(s, "\r\n"), nil
-}
-
-func (c *mc) roundTrip(cmd string) (string, error) {
-	if err := c.send(cmd); err != nil {
-		return "", err
-	}
-	return c.line()
-}
-
-func (c *mc) set(key, value string) (string, error) {
-	return c.roundTrip(fmt.Sprintf("set %s 0 0 %d\r\n%s\r\n", key, len(value), value))
-}
-
-func (c *mc) del(key string) (string, error) { return c.roundTrip("delete " + key + "\r\n") }
-
-// get reserves one message. A reply other than a hit or END (e.g.
-// SERVER_ERROR) is a replyError.
-func (c *mc) get(key string) (bool, string, error) {
-	if err := c.send("get " + key + "\r\n"); err != nil {
-		return false, "", err
-	}
-	l, err := c.line()
-	if err != nil {
-		return false, "", err
-	}
-	switch {
-	case l == "END":
-		return false, "", nil
-	case strings.HasPrefix(l, "VALUE "):
-		f := strings.Fields(l)
-		if len(f) < 4 {
-			return false, "", fmt.Errorf("bad VALUE line %q", l)
-		}
-		n, err := strconv.Atoi(f[3])
-		if err != nil {
-			return false, "", fmt.Errorf("bad VALUE line %q", l)
-		}
-		data := make([]byte, n+2)
-		if _, err := io.ReadFull(c.r, data); err != nil {
-			return false, "", err
-		}
-		end, err := c.line()
-		if err != nil {
-			return false, "", err
-		}
-		if end != "END" {
-			return false, "", fmt.Errorf("want END after the value, got %q", end)
-		}
-		return true, string(data[:n]), nil
-	}
-	return false, "", replyError(l)
-}
-
-type replyError string
-
-func (e replyError) Error() string { return string(e) }
-
-// stats returns `stats` as a map.
-func (c *mc) stats() (map[string]string, error) {
-	if err := c.send("stats\r\n"); err != nil {
-		return nil, err
-	}
-	out := map[string]string{}
-	for {
-		l, err := c.line()
-		if err != nil {
-			return nil, err
-		}
-		if l == "END" {
-			return out, nil
-		}
-		f := strings.SplitN(l, " ", 3)
-		if len(f) != 3 || f[0] != "STAT" {
-			return nil, fmt.Errorf("bad stats line %q", l)
-		}
-		out[f[1]] = f[2]
-	}
 }
 
 // want runs a one-line command and checks its reply.

@@ -7,6 +7,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mcbridge/mcbridge/internal/mctest"
+	"github.com/mcbridge/mcbridge/internal/testbroker"
 )
 
 // ledger records what clients were told, for the at-least-once check.
@@ -36,12 +39,6 @@ func (l *ledger) progress(gw int) (set, got int) {
 	return l.perGW[gw].set, l.perGW[gw].got
 }
 
-func (l *ledger) storedCount() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.stored)
-}
-
 func (l *ledger) missing() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -57,14 +54,14 @@ func (l *ledger) missing() int {
 // producer sets unique values through gateway gw until stop; SERVER_ERROR
 // (outcome unknown) is tolerated, anything else but STORED is an error.
 func producer(addr string, gw, id int, stop *atomic.Bool, l *ledger, q string) error {
-	c, err := dialMC(addr)
+	c, err := mctest.DialConn(addr)
 	if err != nil {
 		return err
 	}
-	defer c.close()
+	defer c.Close()
 	for i := 0; !stop.Load(); i++ {
 		v := fmt.Sprintf("g%d-p%d-%d", gw, id, i)
-		r, err := c.set(q, v)
+		r, err := c.Set(q, v)
 		if err != nil {
 			return fmt.Errorf("producer %d on gateway %d: %v", id, gw, err)
 		}
@@ -91,15 +88,15 @@ func producer(addr string, gw, id int, stop *atomic.Bool, l *ledger, q string) e
 // consumer reserves with kestrel's /t= wait through gateway gw, records the
 // value and deletes it.
 func consumer(addr string, gw int, stop *atomic.Bool, l *ledger, q string) error {
-	c, err := dialMC(addr)
+	c, err := mctest.DialConn(addr)
 	if err != nil {
 		return err
 	}
-	defer c.close()
+	defer c.Close()
 	for !stop.Load() {
-		hit, v, err := c.get(q + "/t=100")
+		hit, v, err := c.Get(q + "/t=100")
 		if err != nil {
-			if re, ok := err.(replyError); ok && strings.HasPrefix(string(re), "SERVER_ERROR ") {
+			if re, ok := err.(mctest.ReplyError); ok && strings.HasPrefix(string(re), "SERVER_ERROR ") {
 				l.mu.Lock()
 				l.getErrs++
 				l.mu.Unlock()
@@ -115,7 +112,7 @@ func consumer(addr string, gw int, stop *atomic.Bool, l *ledger, q string) error
 		l.consumed[v] = append(l.consumed[v], handout{at: time.Now(), gw: gw})
 		l.perGW[gw].got++
 		l.mu.Unlock()
-		r, err := c.del(q)
+		r, err := c.Delete(q)
 		if err != nil {
 			return fmt.Errorf("consumer on gateway %d: delete: %v", gw, err)
 		}
@@ -138,7 +135,7 @@ func waitProgress(t *testing.T, l *ledger, gw, n int, within time.Duration, what
 	t.Helper()
 	s0, g0 := l.progress(gw)
 	start := time.Now()
-	eventually(t, within, fmt.Sprintf("%d sets and gets through gateway %d (%s)", n, gw, what), func() bool {
+	testbroker.Eventually(t, within, fmt.Sprintf("%d sets and gets through gateway %d (%s)", n, gw, what), func() bool {
 		s, g := l.progress(gw)
 		return s >= s0+n && g >= g0+n
 	})
@@ -167,7 +164,7 @@ func TestNodeStopUnderLoad(t *testing.T) {
 		for _, n := range onNode[g] {
 			count[n]++
 		}
-		t.Logf("%s: %s", g.name, describeNodes(onNode[g]))
+		t.Logf("%s: %s", g.Name, describeNodes(onNode[g]))
 	}
 	// The target: the queue's leader when a gateway connection is on it
 	// (its loss forces a leader election under load), else the node with
@@ -205,11 +202,11 @@ func TestNodeStopUnderLoad(t *testing.T) {
 	loadStart := time.Now()
 	for i := range producers {
 		gw := i % 2
-		prodWG.Go(func() { errs <- producer(gws[gw].addr, gw, i, &stopProd, l, q) })
+		prodWG.Go(func() { errs <- producer(gws[gw].Addr, gw, i, &stopProd, l, q) })
 	}
 	for i := range consumers {
 		gw := i % 2
-		consWG.Go(func() { errs <- consumer(gws[gw].addr, gw, &stopCons, l, q) })
+		consWG.Go(func() { errs <- consumer(gws[gw].Addr, gw, &stopCons, l, q) })
 	}
 	stopAll := func() {
 		stopProd.Store(true)
@@ -230,7 +227,7 @@ func TestNodeStopUnderLoad(t *testing.T) {
 	t.Logf("%s stopped (stop_app took %v)", target.name, time.Since(stopAt).Round(time.Millisecond))
 	for _, g := range gws {
 		if affected[g] {
-			eventually(t, 30*time.Second, g.name+" to notice that "+target.name+" is gone", func() bool {
+			testbroker.Eventually(t, 30*time.Second, g.Name+" to notice that "+target.name+" is gone", func() bool {
 				for _, ev := range g.rec.snapshot() {
 					if !ev.up && ev.at.After(stopAt) {
 						return true
@@ -238,7 +235,7 @@ func TestNodeStopUnderLoad(t *testing.T) {
 				}
 				return false
 			})
-			g.waitReady(30 * time.Second)
+			g.WaitReady(30 * time.Second)
 		}
 	}
 	for gw := range gws {
@@ -247,18 +244,18 @@ func TestNodeStopUnderLoad(t *testing.T) {
 	}
 	// A gateway started while a node is down comes up on the others.
 	g3 := startGatewayNoWait(t, cfg, "load-g2-while-down")
-	took := g3.waitReady(30 * time.Second)
+	took := g3.WaitReady(30 * time.Second)
 	conns = connections(t, via)
 	for role, n := range g3.nodesOf(conns) {
 		if n == target {
-			t.Errorf("%s: connection %s on the stopped node", g3.name, role)
+			t.Errorf("%s: connection %s on the stopped node", g3.Name, role)
 		}
 	}
-	t.Logf("%s started while %s is down: ready after %v (%s)", g3.name, target.short, took.Round(time.Millisecond), describeNodes(g3.nodesOf(conns)))
+	t.Logf("%s started while %s is down: ready after %v (%s)", g3.Name, target.short, took.Round(time.Millisecond), describeNodes(g3.nodesOf(conns)))
 	for _, g := range gws {
 		for role, n := range g.nodesOf(conns) {
 			if n == target || n == nil {
-				t.Errorf("%s: connection %s still on %v", g.name, role, n)
+				t.Errorf("%s: connection %s still on %v", g.Name, role, n)
 			}
 		}
 	}
@@ -276,7 +273,7 @@ func TestNodeStopUnderLoad(t *testing.T) {
 	if err := awaitRunning(via, len(nodes), 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "the queue's replica on "+target.short+" to be online again", func() bool {
+	testbroker.Eventually(t, 30*time.Second, "the queue's replica on "+target.short+" to be online again", func() bool {
 		return len(listQueues(t, via)[q].Online) == len(nodes)
 	})
 	t.Logf("%s rejoined %v after it was stopped", target.short, time.Since(stopAt).Round(time.Millisecond))
@@ -293,7 +290,7 @@ func TestNodeStopUnderLoad(t *testing.T) {
 	stopProd.Store(true)
 	prodWG.Wait()
 	loadTime := time.Since(loadStart)
-	eventually(t, 90*time.Second, "every STORED message to be consumed", func() bool { return l.missing() == 0 })
+	testbroker.Eventually(t, 90*time.Second, "every STORED message to be consumed", func() bool { return l.missing() == 0 })
 	stopCons.Store(true)
 	consWG.Wait()
 	close(errs)
@@ -304,10 +301,10 @@ func TestNodeStopUnderLoad(t *testing.T) {
 	}
 	// What is left: stored SERVER_ERROR sets and deliveries the consumers
 	// had not deleted when they stopped.
-	d := mustDial(t, gws[1].addr)
+	d := mctest.MustDialConn(t, gws[1].Addr)
 	left := 0
 	for range 1_000_000 {
-		hit, v, err := d.get(q + "/t=300")
+		hit, v, err := d.Get(q + "/t=300")
 		if err != nil {
 			t.Fatalf("drain: %v", err)
 		}
@@ -316,7 +313,7 @@ func TestNodeStopUnderLoad(t *testing.T) {
 		}
 		left++
 		l.consumed[v] = append(l.consumed[v], handout{at: time.Now(), gw: -1})
-		want(t, "drain delete", func() (string, error) { return d.del(q) }, "DELETED")
+		want(t, "drain delete", func() (string, error) { return d.Delete(q) }, "DELETED")
 	}
 
 	// The multisets: every STORED value consumed at least once; nothing
@@ -346,7 +343,7 @@ func TestNodeStopUnderLoad(t *testing.T) {
 	}
 	redelivered := 0.0
 	for _, g := range append(gws, g3) {
-		redelivered += g.metric("mcbridge_redelivered_total")
+		redelivered += g.Metric("mcbridge_redelivered_total")
 	}
 	if float64(dups) > redelivered {
 		t.Errorf("%d duplicates but only %v hand-outs counted as redelivered", dups, redelivered)
@@ -393,35 +390,35 @@ func TestNodeStopUnderLoad(t *testing.T) {
 			lastDown = ev.at
 			downs = append(downs, role)
 			if ev.readyNil {
-				t.Errorf("%s: connection %s went down but Ready said ready", g.name, role)
+				t.Errorf("%s: connection %s went down but Ready said ready", g.Name, role)
 			}
 			if onNode[g][role] != target {
 				elsewhere = append(elsewhere, role+": "+ev.readyText)
 				if !leaderStopped {
-					t.Errorf("%s: connection %s on %v went down when %s (not the queue leader) stopped: %s", g.name, role, onNode[g][role], target.short, ev.readyText)
+					t.Errorf("%s: connection %s on %v went down when %s (not the queue leader) stopped: %s", g.Name, role, onNode[g][role], target.short, ev.readyText)
 				}
 			}
 		}
 		if affected[g] && len(downs) == 0 {
-			t.Errorf("%s had a connection on %s but never reported not ready", g.name, target.short)
+			t.Errorf("%s had a connection on %s but never reported not ready", g.Name, target.short)
 		}
 		if settled.Before(lastDown) {
-			t.Errorf("%s: down at %v and never up again during the fault", g.name, lastDown)
+			t.Errorf("%s: down at %v and never up again during the fault", g.Name, lastDown)
 		}
 		if !settled.IsZero() && settled.Sub(stopAt) > 20*time.Second {
-			t.Errorf("%s settled only %v after stop_app", g.name, settled.Sub(stopAt))
+			t.Errorf("%s settled only %v after stop_app", g.Name, settled.Sub(stopAt))
 		}
-		if err := g.broker.Ready(); err != nil {
-			t.Errorf("%s not ready at the end: %v", g.name, err)
+		if err := g.Broker.Ready(); err != nil {
+			t.Errorf("%s not ready at the end: %v", g.Name, err)
 		}
 		settledAfter := "never down"
 		if !settled.IsZero() {
 			settledAfter = settled.Sub(stopAt).Round(time.Millisecond).String()
 		}
 		t.Logf("%s: had a connection on %s: %v; connections down %v; Ready() polled false %d times, longest %v; ready for good %s after stop_app began; reconnects %v",
-			g.name, target.short, affected[g], downs, pollFalse, outage.Round(time.Millisecond), settledAfter, g.metric("mcbridge_amqp_reconnects_total"))
+			g.Name, target.short, affected[g], downs, pollFalse, outage.Round(time.Millisecond), settledAfter, g.Metric("mcbridge_amqp_reconnects_total"))
 		for _, e := range elsewhere {
-			t.Logf("  %s: dropped by a node that stayed up: %s", g.name, e)
+			t.Logf("  %s: dropped by a node that stayed up: %s", g.Name, e)
 		}
 	}
 	t.Logf("load: %v, %.0f STORED/s through the two gateways", loadTime.Round(time.Millisecond), float64(len(l.stored))/loadTime.Seconds())
@@ -445,8 +442,8 @@ func moveTo(t *testing.T, g *gateway, target, via *node) int {
 	prev := nodes[(ti+len(nodes)-1)%len(nodes)]
 	for round := 0; round < 2*len(nodes); round++ {
 		mine := g.connsIn(connections(t, via))
-		if len(mine) != 1+g.cfg.AMQP.ConsumeConnections {
-			t.Fatalf("%s: %d connections listed, want %d", g.name, len(mine), 1+g.cfg.AMQP.ConsumeConnections)
+		if len(mine) != 1+g.Config.AMQP.ConsumeConnections {
+			t.Fatalf("%s: %d connections listed, want %d", g.Name, len(mine), 1+g.Config.AMQP.ConsumeConnections)
 		}
 		var onPrev, elsewhere []brokerConn
 		for _, c := range mine {
@@ -473,8 +470,8 @@ func moveTo(t *testing.T, g *gateway, target, via *node) int {
 				t.Fatalf("close %s: %v", c.Name, err)
 			}
 		}
-		eventually(t, 30*time.Second, g.name+" to reconnect", func() bool {
-			if g.broker.Ready() != nil {
+		testbroker.Eventually(t, 30*time.Second, g.Name+" to reconnect", func() bool {
+			if g.Broker.Ready() != nil {
 				return false
 			}
 			for _, c := range g.connsIn(connections(t, via)) {
@@ -487,7 +484,7 @@ func moveTo(t *testing.T, g *gateway, target, via *node) int {
 			return true
 		})
 	}
-	t.Fatalf("%s: connections not all on %s after %d rounds", g.name, target.short, 2*len(nodes))
+	t.Fatalf("%s: connections not all on %s after %d rounds", g.Name, target.short, 2*len(nodes))
 	return 0
 }
 

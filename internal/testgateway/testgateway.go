@@ -39,6 +39,16 @@ type Options struct {
 	// Logs receives the gateway's debug log (default: see
 	// testserve.Logger).
 	Logs io.Writer
+	// LogAttrs are added to every line of that log (e.g. "gateway", name,
+	// to tell several gateways of one test apart).
+	LogAttrs []any
+	// Observer, if set, is what the broker client reports to instead of the
+	// metrics observer: a wrapper that records connection events and
+	// passes them on to metrics. The server still reports to metrics.
+	Observer func(metrics *bridge.Observer) amqp.Observer
+	// BeforeStart, if set, is called with the broker client after it is
+	// made and before it connects (e.g. to give it to the Observer).
+	BeforeStart func(*amqp.Client)
 }
 
 // Gateway is a running gateway. It stops gracefully when the test ends.
@@ -78,6 +88,9 @@ func Start(t testing.TB, cfg *config.Config, o Options) *Gateway {
 		name = UniqueName()
 	}
 	log := testserve.Logger(o.Logs)
+	if len(o.LogAttrs) > 0 {
+		log = log.With(o.LogAttrs...)
+	}
 	reg := prometheus.NewRegistry()
 	obs := bridge.NewObserver(reg)
 	bo := testserve.BrokerOptions(cfg, name, log)
@@ -89,7 +102,14 @@ func Start(t testing.TB, cfg *config.Config, o Options) *Gateway {
 	bo.TLS = o.BrokerTLS
 	bo.Topology = bridge.Topology(cfg)
 	bo.Observer = obs
-	broker := testserve.StartBroker(t, bo)
+	if o.Observer != nil {
+		bo.Observer = o.Observer(obs)
+	}
+	broker := amqp.New(bo)
+	if o.BeforeStart != nil {
+		o.BeforeStart(broker)
+	}
+	testserve.StartClient(t, broker)
 	srv := bridge.New(cfg, broker, obs, bridge.Options{Logger: log})
 	ln, err := srv.Listen()
 	if err != nil {

@@ -69,7 +69,13 @@ func BrokerOptions(cfg *config.Config, name string, log *slog.Logger) amqp.Optio
 // connection is up within 20s.
 func StartBroker(t testing.TB, o amqp.Options) *amqp.Client {
 	t.Helper()
-	broker := amqp.New(o)
+	return StartClient(t, amqp.New(o))
+}
+
+// StartClient is StartBroker for a client already made by amqp.New, for a
+// test that needs the client before it starts.
+func StartClient(t testing.TB, broker *amqp.Client) *amqp.Client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := broker.Start(ctx); err != nil {
