@@ -313,3 +313,7 @@ func (c *Client) inspect(conn *amqp091.Connection, queue string) (amqp091.Queue,
 	_ = ch.Close()
 	return q, nil
 }
+
+// ConnectionName is the name the client's connections carry (with their
+// role and index appended), as rabbitmqctl list_connections shows it.
+func (c *Client) ConnectionName() string { return c.opts.ConnectionName }

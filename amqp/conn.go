@@ -180,7 +180,7 @@ func (s *supervisor) dial(start int) (*amqp091.Connection, int, error) {
 		idx := (start + i) % n
 		props := amqp091.NewConnectionProperties()
 		props.SetClientConnectionName(fmt.Sprintf("%s %s %d", s.opts.ConnectionName, s.role, s.index))
-		conn, err := amqp091.DialConfig(s.opts.URLs[idx], amqp091.Config{
+		conn, err := amqp091.DialConfig(s.dialURL(idx), amqp091.Config{
 			Heartbeat: s.opts.Heartbeat,
 			// A copy per dial: amqp091-go writes the URL's host into an
 			// empty ServerName, which would race between connections and
@@ -197,6 +197,26 @@ func (s *supervisor) dial(start int) (*amqp091.Connection, int, error) {
 		errs = append(errs, fmt.Errorf("dial %s: %s", redact(s.opts.URLs[idx]), redactErr(err, s.opts.URLs[idx])))
 	}
 	return nil, start, errors.Join(errs...)
+}
+
+// dialURL is the idx-th URL, asking for the broker's heartbeat when told
+// to: amqp091-go turns a zero Config.Heartbeat into its 10 s default, and
+// only the URL's heartbeat=0 leaves the choice to the broker.
+func (s *supervisor) dialURL(idx int) string {
+	raw := s.opts.URLs[idx]
+	if s.opts.Heartbeat >= 0 {
+		return raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw // DialConfig reports it
+	}
+	q := u.Query()
+	if !q.Has("heartbeat") {
+		q.Set("heartbeat", "0")
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
 }
 
 func (s *supervisor) dialer() func(network, addr string) (net.Conn, error) {

@@ -37,7 +37,9 @@ type Options struct {
 	HotPrefetch int
 	// ConfirmTimeout bounds the wait for a publisher confirm (default 5s).
 	ConfirmTimeout time.Duration
-	// Heartbeat is the AMQP heartbeat (default 10s).
+	// Heartbeat is the AMQP heartbeat (0: 10s); negative takes the
+	// broker's proposal (RabbitMQ: 60s). amqp091-go cannot switch
+	// heartbeats off.
 	Heartbeat time.Duration
 	// TLS is used for amqps:// URLs.
 	TLS *tls.Config
@@ -91,7 +93,7 @@ func (o *Options) setDefaults() {
 	if o.ConfirmTimeout <= 0 {
 		o.ConfirmTimeout = 5 * time.Second
 	}
-	if o.Heartbeat <= 0 {
+	if o.Heartbeat == 0 {
 		o.Heartbeat = 10 * time.Second
 	}
 	if o.MinBackoff <= 0 {

@@ -85,7 +85,7 @@ type AMQP struct {
 	ConnectionName     string        // "connection_name": shown in the management UI
 	ConsumeConnections int           // "consume_connections": reservation channels are spread over these
 	ConfirmTimeout     time.Duration // "confirm_timeout": how long a set waits for the publisher confirm
-	Heartbeat          time.Duration // "heartbeat": 0 disables AMQP heartbeats
+	Heartbeat          time.Duration // "heartbeat": 0 takes the broker's (RabbitMQ: 60s); amqp091-go cannot switch them off
 	TLS                ClientTLS     // "tls": used for amqps:// URLs
 }
 

@@ -111,7 +111,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		ConnectionName:     cfg.AMQP.ConnectionName,
 		ConsumeConnections: cfg.AMQP.ConsumeConnections,
 		ConfirmTimeout:     cfg.AMQP.ConfirmTimeout,
-		Heartbeat:          cfg.AMQP.Heartbeat,
+		Heartbeat:          heartbeat(cfg.AMQP.Heartbeat),
 		TLS:                brokerTLS,
 		Topology:           bridge.Topology(cfg),
 		Observer:           obs,
@@ -176,6 +176,16 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	<-serveErr
 	log.Info("stopped")
 	return nil
+}
+
+// heartbeat maps the config's 0 ("no heartbeat of our own") to the amqp
+// package's negative: the broker's proposal, since amqp091-go cannot
+// switch heartbeats off.
+func heartbeat(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 func shutdown(srv *bridge.Server, metricsSrv *http.Server) {
