@@ -27,9 +27,6 @@ import (
 // (a set waiting for its confirm) before closing connections hard.
 const shutdownGrace = 10 * time.Second
 
-// startTimeout bounds the first connection attempt to the broker.
-const startTimeout = 15 * time.Second
-
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("mcbridge", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -117,10 +114,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		Observer:           obs,
 		Logger:             log.With("component", "amqp"),
 	})
-	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
-	err = broker.Start(startCtx)
-	cancel()
-	if err != nil {
+	// Start waits for one attempt per connection (each walks the URLs
+	// with a bounded dial); a signal meanwhile stops it.
+	if err := broker.Start(ctx); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
 	defer broker.Close()
