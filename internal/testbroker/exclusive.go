@@ -9,6 +9,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // Test binaries of different packages run in parallel under `go test ./...`
@@ -104,6 +105,11 @@ func MemoryAlarm(t testing.TB) (clear func()) {
 		once.Do(func() {
 			if _, err := Rabbitmqctl("set_vm_memory_high_watermark", "0.4"); err != nil {
 				t.Errorf("restore the memory watermark: %v", err)
+				return
+			}
+			// The next test must not meet an alarm that is still on.
+			if err := waitAlarm(false); err != nil {
+				t.Errorf("clear the memory alarm: %v", err)
 			}
 		})
 	}
@@ -113,7 +119,28 @@ func MemoryAlarm(t testing.TB) (clear func()) {
 	if _, err := Rabbitmqctl("set_vm_memory_high_watermark", "0"); err != nil {
 		t.Fatalf("raise a memory alarm: %v", err)
 	}
+	// The broker's memory monitor raises the alarm on its own tick: a
+	// busy broker may still accept a publish right after the command.
+	if err := waitAlarm(true); err != nil {
+		t.Fatalf("raise a memory alarm: %v", err)
+	}
 	return clear
+}
+
+// waitAlarm polls rabbitmq-diagnostics until a memory alarm is (or is no
+// longer) reported, for at most 15 s.
+func waitAlarm(on bool) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, err := exec.Command("rabbitmq-diagnostics", "-q", "alarms").CombinedOutput()
+		if err == nil && strings.Contains(string(out), "Memory alarm") == on {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("memory alarm still %v after 15s: %s (%v)", !on, strings.TrimSpace(string(out)), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // CloseConnections closes, from the broker side (rabbitmqctl
