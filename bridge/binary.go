@@ -25,6 +25,7 @@ func (c *conn) binaryLoop() closeReason {
 		r:    mcproto.NewBinaryReader(c.br, int(c.srv.cfg.Limits.MaxItemSize)),
 		w:    mcproto.NewBinaryWriter(c.bw),
 	}
+	c.replies = b.w
 	for {
 		// The same deadlines as the text loop.
 		if _, reason, ok := c.awaitCommand(); !ok {
@@ -74,17 +75,6 @@ func (b *binaryConn) requestError(req *mcproto.BinaryRequest, err error) (closeR
 		return closeLineTooLong, true
 	}
 	return 0, false
-}
-
-// flush writes buffered replies under the write deadline, as conn.flush.
-func (b *binaryConn) flush() error {
-	if b.bw.Buffered() == 0 {
-		return b.w.Err()
-	}
-	if t := b.srv.cfg.Limits.ReadTimeout; t > 0 {
-		_ = b.nc.SetWriteDeadline(time.Now().Add(t))
-	}
-	return b.w.Flush()
 }
 
 // count feeds mcbridge_commands_total under the text protocol's command
@@ -278,13 +268,7 @@ func (b *binaryConn) get(req *mcproto.BinaryRequest) {
 		key = req.Key
 	}
 	b.w.Item(op, req.Opaque, it.cas, it.flags, key, it.body)
-	if it.autoAck != nil {
-		// A destructive read is acked once the client has the bytes.
-		items := append(b.items[:0], it)
-		b.sess.delivered(items, b.flush())
-		clear(items)
-		b.items = items[:0]
-	}
+	b.ackAfterWrite(it)
 }
 
 // set publishes, as text set.

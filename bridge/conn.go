@@ -63,12 +63,19 @@ func (r closeReason) String() string {
 // conn is one client connection: the read loop, its buffers and its
 // session.
 type conn struct {
-	srv  *Server
-	nc   net.Conn
-	br   *bufio.Reader
-	bw   *bufio.Writer
-	p    *mcproto.Parser
-	w    *mcproto.Writer
+	srv *Server
+	nc  net.Conn
+	br  *bufio.Reader
+	bw  *bufio.Writer
+	p   *mcproto.Parser
+	w   *mcproto.Writer
+	// replies is the framing's writer over bw (the text Writer, or the
+	// binary one once the connection speaks binary): flush goes through
+	// it so that its first write error sticks.
+	replies interface {
+		Flush() error
+		Err() error
+	}
 	sess *session
 
 	draining atomic.Bool
@@ -90,6 +97,7 @@ func newConn(srv *Server, nc net.Conn) *conn {
 	c.br = bufio.NewReaderSize(&flushingReader{c: c, r: counted}, readBufferSize)
 	c.p = mcproto.NewParser(c.br, int(srv.cfg.Limits.MaxItemSize))
 	c.w = mcproto.NewWriter(c.bw)
+	c.replies = c.w
 	return c
 }
 
@@ -225,15 +233,24 @@ func (c *conn) readFailure(err error, timeoutReason closeReason) closeReason {
 // stopped reading cannot pin the connection.
 func (c *conn) flush() error {
 	if c.bw.Buffered() == 0 {
-		return c.w.Err()
+		return c.replies.Err()
 	}
 	if t := c.srv.cfg.Limits.ReadTimeout; t > 0 {
 		_ = c.nc.SetWriteDeadline(time.Now().Add(t))
 	}
-	if err := c.w.Flush(); err != nil {
-		return err
+	return c.replies.Flush()
+}
+
+// ackAfterWrite acks a destructive (ack: auto) read once the reply that
+// carries it has reached the client; a failed write requeues it.
+func (c *conn) ackAfterWrite(it *item) {
+	if it == nil || it.autoAck == nil {
+		return
 	}
-	return nil
+	items := append(c.items[:0], it)
+	c.sess.delivered(items, c.flush())
+	clear(items)
+	c.items = items[:0]
 }
 
 // flushingReader sends buffered replies before the connection blocks for

@@ -154,13 +154,7 @@ func (c *conn) metaReserve(cmd *mcproto.Command) {
 	c.metaFlags(m, metaItemFlags, metaItem{cas: it.cas, flags: it.flags, size: len(it.body)})
 	c.w.MetaEnd()
 	c.w.MetaData(it.body)
-	if it.autoAck != nil {
-		// A destructive read is acked once the client has the bytes.
-		items := append(c.items[:0], it)
-		c.sess.delivered(items, c.flush())
-		clear(items)
-		c.items = items[:0]
-	}
+	c.ackAfterWrite(it)
 }
 
 // metaSet serves ms: a publish, whatever the mode (a queue has no add,
