@@ -217,6 +217,24 @@ func (d *decoder) limits(n *yaml.Node) error {
 	})
 }
 
+// checkItemName checks the name of item i of a list (exchanges, queues): it
+// is there, it passes rule, and no earlier item of the list (prev) has it.
+func checkItemName[T any](item, nameNode *yaml.Node, list string, i int, name string, rule func(string) string, prev []T, nameLine func(*T) (string, int)) error {
+	bare := listItem(list, i, "")
+	if nameNode == nil {
+		return errAt(item, "%s: name is required", bare)
+	}
+	if msg := rule(name); msg != "" {
+		return errAt(nameNode, "%s: name %q %s", bare, name, msg)
+	}
+	for j := range prev {
+		if other, line := nameLine(&prev[j]); other == name {
+			return errAt(nameNode, "%s: name %q is already used by %s (line %d)", bare, name, listItem(list, j, ""), line)
+		}
+	}
+	return nil
+}
+
 func (d *decoder) exchangeList(n *yaml.Node) error {
 	d.cfg.Exchanges = nil
 	d.exchanges = nil
@@ -242,17 +260,9 @@ func (d *decoder) exchangeList(n *yaml.Node) error {
 		if item.Kind != yaml.MappingNode {
 			return errAt(item, "%s must be a mapping with name, type and keys", where)
 		}
-		bare := listItem("exchanges", i, "")
-		if nameNode == nil {
-			return errAt(item, "%s: name is required", bare)
-		}
-		if rule := checkExchangeName(x.Name); rule != "" {
-			return errAt(nameNode, "%s: name %q %s", bare, x.Name, rule)
-		}
-		for j, prev := range d.cfg.Exchanges {
-			if prev.Name == x.Name {
-				return errAt(nameNode, "%s: name %q is already used by %s (line %d)", bare, x.Name, listItem("exchanges", j, ""), prev.Line)
-			}
+		if err := checkItemName(item, nameNode, "exchanges", i, x.Name, checkExchangeName, d.cfg.Exchanges,
+			func(e *Exchange) (string, int) { return e.Name, e.Line }); err != nil {
+			return err
 		}
 		if x.Type == "" {
 			return errAt(item, "%s: type is required (fanout, direct or topic)", where)
@@ -345,17 +355,9 @@ func (d *decoder) queueList(n *yaml.Node) error {
 		if item.Kind != yaml.MappingNode {
 			return errAt(item, "%s must be a mapping with at least a name", where)
 		}
-		bare := listItem("queues", i, "")
-		if nameNode == nil {
-			return errAt(item, "%s: name is required", bare)
-		}
-		if rule := checkQueueName(q.Name); rule != "" {
-			return errAt(nameNode, "%s: name %q %s", bare, q.Name, rule)
-		}
-		for j, prev := range d.cfg.Queues {
-			if prev.Name == q.Name {
-				return errAt(nameNode, "%s: name %q is already used by %s (line %d)", bare, q.Name, listItem("queues", j, ""), prev.Line)
-			}
+		if err := checkItemName(item, nameNode, "queues", i, q.Name, checkQueueName, d.cfg.Queues,
+			func(q *Queue) (string, int) { return q.Name, q.Line }); err != nil {
+			return err
 		}
 		d.cfg.Queues = append(d.cfg.Queues, q)
 		d.queues = append(d.queues, meta)
