@@ -205,7 +205,7 @@ func index(b []byte) int {
 
 // measure runs worker(client, i) for every message i, spread over the
 // clients, each synchronous, and times every operation.
-func measure(o options, setup func(client int) (func(i int) error, func(), error)) (result, []time.Duration, error) {
+func measure(o options, setup func(client int) (func(i int) error, func(), error)) (result, error) {
 	var next atomic.Int64
 	lat := make([][]time.Duration, o.clients)
 	errs := make(chan error, o.clients)
@@ -218,7 +218,7 @@ func measure(o options, setup func(client int) (func(i int) error, func(), error
 			for _, f := range closers[:c] {
 				f()
 			}
-			return result{}, nil, err
+			return result{}, err
 		}
 		workers[c], closers[c] = w, cl
 	}
@@ -249,9 +249,14 @@ func measure(o options, setup func(client int) (func(i int) error, func(), error
 	}
 	select {
 	case err := <-errs:
-		return result{}, nil, err
+		return result{}, err
 	default:
 	}
+	return summarize(lat, elapsed), nil
+}
+
+// summarize turns per-client latencies into the rate and percentiles.
+func summarize(lat [][]time.Duration, elapsed time.Duration) result {
 	var all []time.Duration
 	for _, l := range lat {
 		all = append(all, l...)
@@ -259,10 +264,9 @@ func measure(o options, setup func(client int) (func(i int) error, func(), error
 	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
 	r := result{rate: float64(len(all)) / elapsed.Seconds()}
 	if len(all) > 0 {
-		r.p50 = all[len(all)/2]
-		r.p99 = all[len(all)*99/100]
+		r.p50, r.p99 = all[len(all)/2], all[len(all)*99/100]
 	}
-	return r, all, nil
+	return r
 }
 
 // rawPublish: a channel per client in confirm mode, one publish and its
@@ -273,7 +277,7 @@ func rawPublish(o options, queue string) (result, error) {
 		return result{}, err
 	}
 	defer conn.Close()
-	r, _, err := measure(o, func(int) (func(int) error, func(), error) {
+	r, err := measure(o, func(int) (func(int) error, func(), error) {
 		ch, err := conn.Channel()
 		if err != nil {
 			return nil, nil, err
@@ -377,22 +381,15 @@ func rawConsume(o options, queue string) (result, error) {
 		return result{}, err
 	default:
 	}
-	var all []time.Duration
-	for _, l := range lat {
-		all = append(all, l...)
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	r := result{rate: float64(received.Load()) / elapsed.Seconds()}
-	if len(all) > 0 {
-		r.p50, r.p99 = all[len(all)/2], all[len(all)*99/100]
-	}
+	// One latency per delivery received: the rate counts them all.
+	r := summarize(lat, elapsed)
 	r.lost, r.dup = seen.check()
 	return r, nil
 }
 
 // gatewaySet: a memcache connection per client, one set at a time.
 func gatewaySet(o options, addr, queue string) (result, error) {
-	r, _, err := measure(o, func(int) (func(int) error, func(), error) {
+	r, err := measure(o, func(int) (func(int) error, func(), error) {
 		c, err := dialMC(addr)
 		if err != nil {
 			return nil, nil, err
@@ -415,7 +412,7 @@ func gatewaySet(o options, addr, queue string) (result, error) {
 // gatewayGetDelete: a memcache connection per client, get then delete.
 func gatewayGetDelete(o options, addr, queue string) (result, error) {
 	seen := newTally(o.messages)
-	r, _, err := measure(o, func(int) (func(int) error, func(), error) {
+	r, err := measure(o, func(int) (func(int) error, func(), error) {
 		c, err := dialMC(addr)
 		if err != nil {
 			return nil, nil, err
