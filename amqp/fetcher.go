@@ -99,8 +99,9 @@ func (c *Client) fetcher(queue string) *fetcher {
 	return f
 }
 
-// get fetches one message: a prefetched one if a wait consumer left one,
-// else by basic.get. nil, nil: the queue is empty.
+// get fetches one message: one a consumer prefetched (for busy gets or for
+// waiters) if there is one, else by basic.get. nil, nil: the queue is
+// empty.
 func (f *fetcher) get() (*Delivery, error) {
 	f.mu.Lock()
 	d := f.popLocked()
