@@ -1,7 +1,10 @@
 package amqp
 
 import (
+	"cmp"
+	"slices"
 	"sync"
+	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 )
@@ -30,12 +33,20 @@ func (k settleKind) send(d *Delivery) error {
 // settlement is sent by its caller.
 const ackQueueLen = 4096
 
+// ackHold is how long the writer may keep an ack that does not yet join a
+// run of consecutive tags, expecting the deliveries below it to be acked
+// too, so that one multiple ack covers them all. Clients were answered
+// already; what the hold delays is the broker's bookkeeping (and the
+// consumer's window, which is sized for it).
+const ackHold = time.Millisecond
+
 // ackWriter sends the acks, rejects and nacks of one consume connection.
 // Settling a delivery only queues it: the client's reply does not wait for
 // a socket write, and the writer sends what many clients settled at once in
-// one write. basic.ack has no answer from the broker, so an ack is never
-// more certain than "sent"; one that a dying connection never sends leaves
-// the message to be redelivered, as any ack lost in a fault does.
+// one write, acks of consecutive tags as one multiple ack. basic.ack has no
+// answer from the broker, so an ack is never more certain than "sent"; one
+// that a dying connection never sends leaves the message to be
+// redelivered, as any ack lost in a fault does.
 type ackWriter struct {
 	reqs   chan ackRequest
 	cork   *corkConn
@@ -43,11 +54,20 @@ type ackWriter struct {
 	quit   chan struct{}         // send what is queued, then stop
 	once   sync.Once
 	exited chan struct{}
+
+	// Owned by run: acks held for a run, per channel.
+	held map[*tagLedger]*heldAcks
 }
 
 type ackRequest struct {
 	d    *Delivery
 	kind settleKind
+}
+
+// heldAcks are the acks of one channel that the writer has not sent yet.
+type heldAcks struct {
+	ds     []*Delivery // by arrival
+	oldest time.Time
 }
 
 func newAckWriter(cork *corkConn, done <-chan *amqp091.Error) *ackWriter {
@@ -57,6 +77,7 @@ func newAckWriter(cork *corkConn, done <-chan *amqp091.Error) *ackWriter {
 		done:   done,
 		quit:   make(chan struct{}),
 		exited: make(chan struct{}),
+		held:   make(map[*tagLedger]*heldAcks),
 	}
 }
 
@@ -74,40 +95,130 @@ func (w *ackWriter) enqueue(d *Delivery, kind settleKind) bool {
 // left without sending (the broker requeues it with the connection).
 func (w *ackWriter) run() {
 	defer close(w.exited)
+	hold := time.NewTimer(time.Hour)
+	hold.Stop()
 	for {
 		select {
 		case r := <-w.reqs:
-			if w.cork != nil {
-				w.cork.hold()
-			}
-			w.send(r)
-		drain:
-			for range ackQueueLen {
-				select {
-				case r := <-w.reqs:
-					w.send(r)
-				default:
-					break drain
-				}
-			}
-			if w.cork != nil {
-				_ = w.cork.release()
-			}
+			w.take(r)
+			w.takeQueued()
+		case <-hold.C:
 		case <-w.quit:
-			w.sendQueued()
+			w.takeQueued()
+			w.flush(true)
 			return
 		case <-w.done:
-			for {
-				select {
-				case r := <-w.reqs:
-					r.d.settled.Store(true)
-					if r.d.onSettle != nil {
-						r.d.onSettle()
-					}
-				default:
-					return
-				}
+			w.release()
+			return
+		}
+		if next := w.flush(false); !next.IsZero() {
+			hold.Reset(time.Until(next))
+		}
+	}
+}
+
+func (w *ackWriter) takeQueued() {
+	for {
+		select {
+		case r := <-w.reqs:
+			w.take(r)
+		default:
+			return
+		}
+	}
+}
+
+// take sends a give-back at once and holds an ack for flush.
+func (w *ackWriter) take(r ackRequest) {
+	if r.kind != settleAck || r.d.ledger == nil {
+		if w.cork != nil {
+			w.cork.hold()
+			defer func() { _ = w.cork.release() }()
+		}
+		w.send(r)
+		return
+	}
+	h := w.held[r.d.ledger]
+	if h == nil {
+		h = &heldAcks{oldest: time.Now()}
+		w.held[r.d.ledger] = h
+	}
+	h.ds = append(h.ds, r.d)
+}
+
+// flush sends, for each channel, the run of held acks its ledger allows as
+// one multiple ack, and the acks held ackHold (all of them when final) one
+// by one; all in one socket write. It returns when the oldest ack still
+// held is due, zero if none is.
+func (w *ackWriter) flush(final bool) (next time.Time) {
+	if len(w.held) == 0 {
+		return time.Time{}
+	}
+	if w.cork != nil {
+		w.cork.hold()
+		defer func() { _ = w.cork.release() }()
+	}
+	now := time.Now()
+	for ledger, h := range w.held {
+		slices.SortFunc(h.ds, func(a, b *Delivery) int { return cmp.Compare(a.tag, b.tag) })
+		tags := make([]uint64, len(h.ds))
+		for i, d := range h.ds {
+			tags[i] = d.tag
+		}
+		ch := h.ds[0].ch
+		upTo, rest := ledger.run(tags)
+		sent := len(tags) - len(rest)
+		if upTo != 0 {
+			_ = ch.Ack(upTo, true)
+		}
+		if final || now.Sub(h.oldest) >= ackHold {
+			for _, t := range rest {
+				_ = ch.Ack(t, false)
 			}
+			sent = len(tags)
+		}
+		// Marked only now that they are written: a multiple ack of a
+		// later flush may then cover them.
+		ledger.mark(tags[:sent]...)
+		for _, d := range h.ds[:sent] {
+			if d.onSettle != nil {
+				d.onSettle()
+			}
+		}
+		if sent == len(h.ds) {
+			delete(w.held, ledger)
+			continue
+		}
+		// The ones left were held less than ackHold.
+		h.ds = slices.Delete(h.ds, 0, sent)
+		if due := h.oldest.Add(ackHold); next.IsZero() || due.Before(next) {
+			next = due
+		}
+	}
+	return next
+}
+
+// release lets go of everything held and queued without sending: the
+// connection is gone and the broker requeues its unacked deliveries.
+func (w *ackWriter) release() {
+	settle := func(d *Delivery) {
+		d.settled.Store(true)
+		if d.onSettle != nil {
+			d.onSettle()
+		}
+	}
+	for _, h := range w.held {
+		for _, d := range h.ds {
+			settle(d)
+		}
+	}
+	clear(w.held)
+	for {
+		select {
+		case r := <-w.reqs:
+			settle(r.d)
+		default:
+			return
 		}
 	}
 }
@@ -120,20 +231,12 @@ func (w *ackWriter) drain() {
 	<-w.exited
 }
 
-func (w *ackWriter) sendQueued() {
-	for {
-		select {
-		case r := <-w.reqs:
-			w.send(r)
-		default:
-			return
-		}
-	}
-}
-
 func (w *ackWriter) send(r ackRequest) {
 	// A channel that closed meanwhile sends nothing: the library refuses.
 	_ = r.kind.send(r.d)
+	if r.d.ledger != nil {
+		r.d.ledger.mark(r.d.tag)
+	}
 	// Only now may the fetcher close the channel: an ack must not be
 	// overtaken by the channel's close.
 	if r.d.onSettle != nil {

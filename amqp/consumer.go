@@ -25,6 +25,8 @@ type Delivery struct {
 	onSettle func()
 	// acks, when set, sends the settlement for the caller.
 	acks *ackWriter
+	// ledger, when set, is told of the settlement once it is written.
+	ledger *tagLedger
 }
 
 func newDelivery(queue string, ch *amqp091.Channel, m *amqp091.Delivery) *Delivery {
@@ -74,6 +76,9 @@ func (d *Delivery) settle(kind settleKind) error {
 		return nil
 	}
 	err := kind.send(d)
+	if d.ledger != nil {
+		d.ledger.mark(d.tag)
+	}
 	if d.onSettle != nil {
 		d.onSettle()
 	}

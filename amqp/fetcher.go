@@ -70,6 +70,11 @@ type fetcher struct {
 	prefetch bool
 	// arrived is closed and replaced whenever a delivery is buffered.
 	arrived chan struct{}
+	// flowing is the channel of the prefetching consumer while it consumes
+	// (nil otherwise), flowingWindow its window: while it holds fewer
+	// deliveries than that, the broker sends it more.
+	flowing       *queueChannel
+	flowingWindow int
 }
 
 type buffered struct {
@@ -83,6 +88,7 @@ type queueChannel struct {
 	mu          sync.Mutex
 	ch          *amqp091.Channel
 	acks        *ackWriter   // of the channel's connection
+	ledger      *tagLedger   // of the channel's delivery tags
 	outstanding atomic.Int64 // deliveries not yet settled
 	lastUse     atomic.Int64 // unix nanos
 }
@@ -102,6 +108,13 @@ func (c *Client) fetcher(queue string) *fetcher {
 // get fetches one message: one a consumer prefetched (for busy gets or for
 // waiters) if there is one, else by basic.get. nil, nil: the queue is
 // empty.
+//
+// While a prefetching consumer has room in its window, the broker is
+// already pushing it the queue's next messages: a get that finds the buffer
+// empty waits for the next of them (for missGrace at most) before it asks
+// with basic.get. Asking first would put a synchronous call into the queue
+// process that delivers to the consumer, which measured slower for both
+// (basic.get ≈6 ms at 16 busy clients, against a sub-millisecond delivery).
 func (f *fetcher) get() (*Delivery, error) {
 	f.mu.Lock()
 	d := f.popLocked()
@@ -111,14 +124,23 @@ func (f *fetcher) get() (*Delivery, error) {
 	if d == nil && hot && f.prefetch && !f.running {
 		f.startLocked()
 	}
+	var next chan *Delivery
+	if d == nil && f.prefetch && f.flowing != nil && f.flowing.outstanding.Load() < int64(f.flowingWindow) {
+		next = f.addWaiterLocked()
+	}
 	consuming := f.running
 	arrived := f.arrived
 	f.mu.Unlock()
 	if d != nil {
 		return d, nil
 	}
+	if next != nil {
+		if d := f.awaitDelivery(context.Background(), next, missGrace); d != nil {
+			return d, nil
+		}
+	}
 	d, err := f.basicGet()
-	if d != nil || err != nil || !consuming {
+	if d != nil || err != nil || !consuming || next != nil {
 		return d, err
 	}
 	// The queue looked empty, but a message may be on its way to our
@@ -164,6 +186,7 @@ func (f *fetcher) basicGet() (*Delivery, error) {
 
 func (qc *queueChannel) track(d *Delivery) *Delivery {
 	d.acks = qc.acks
+	d.ledger = qc.ledger
 	qc.outstanding.Add(1)
 	d.onSettle = func() { qc.outstanding.Add(-1) }
 	return d
@@ -235,7 +258,7 @@ func (f *fetcher) open() (*queueChannel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: open channel: %v", ErrNotConnected, err)
 	}
-	qc := &queueChannel{ch: ch, acks: cc.acks.Load()}
+	qc := &queueChannel{ch: ch, acks: cc.acks.Load(), ledger: newTagLedger()}
 	qc.lastUse.Store(time.Now().UnixNano())
 	closed := ch.NotifyClose(make(chan *amqp091.Error, 1))
 	f.c.goFetch(func() {
@@ -275,13 +298,27 @@ func (f *fetcher) wait(ctx context.Context, timeout time.Duration) *Delivery {
 		f.mu.Unlock()
 		return d
 	}
-	ch := make(chan *Delivery, 1)
-	f.waiters = append(f.waiters, ch)
+	ch := f.addWaiterLocked()
 	if !f.running {
 		f.startLocked()
 	}
 	f.mu.Unlock()
+	d := f.awaitDelivery(ctx, ch, timeout)
+	f.mu.Lock()
+	f.lastWait = time.Now()
+	f.mu.Unlock()
+	return d
+}
 
+func (f *fetcher) addWaiterLocked() chan *Delivery {
+	ch := make(chan *Delivery, 1)
+	f.waiters = append(f.waiters, ch)
+	return ch
+}
+
+// awaitDelivery waits for the consumer to hand ch a delivery, for timeout
+// at most, then leaves the queue of waiters.
+func (f *fetcher) awaitDelivery(ctx context.Context, ch chan *Delivery, timeout time.Duration) *Delivery {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
@@ -297,7 +334,6 @@ func (f *fetcher) wait(ctx context.Context, timeout time.Duration) *Delivery {
 			break
 		}
 	}
-	f.lastWait = time.Now()
 	f.mu.Unlock()
 	// A delivery handed over just as we gave up is still ours.
 	select {
@@ -360,6 +396,8 @@ func (f *fetcher) startConsumer() (*queueChannel, <-chan amqp091.Delivery, strin
 func (f *fetcher) serveConsumer(qc *queueChannel, deliveries <-chan amqp091.Delivery, tag string, window int) (retired bool) {
 	closed := qc.ch.NotifyClose(make(chan *amqp091.Error, 1))
 	consuming, retiring := true, false
+	f.setFlowing(qc, window)
+	defer f.setFlowing(nil, 0)
 	tick := time.NewTicker(janitorTick)
 	defer tick.Stop()
 	for {
@@ -368,6 +406,7 @@ func (f *fetcher) serveConsumer(qc *queueChannel, deliveries <-chan amqp091.Deli
 			if !ok {
 				// Cancelled by us, or by the broker (queue deleted).
 				deliveries, consuming = nil, false
+				f.setFlowing(nil, 0)
 				if retiring {
 					f.mu.Lock()
 					f.chans = append(f.chans, qc)
@@ -408,9 +447,11 @@ func (f *fetcher) serveConsumer(qc *queueChannel, deliveries <-chan amqp091.Deli
 				// Waiting for the cancelled consumer's last deliveries.
 			case consuming && held >= window/2:
 				consuming, retiring = false, true
+				f.setFlowing(nil, 0)
 				_ = qc.ch.Cancel(tag, false)
 			case idle && consuming:
 				consuming = false
+				f.setFlowing(nil, 0)
 				// Deliveries already under way still arrive; then the
 				// library closes deliveries.
 				_ = qc.ch.Cancel(tag, false)
@@ -429,6 +470,7 @@ func (f *fetcher) serveConsumer(qc *queueChannel, deliveries <-chan amqp091.Deli
 				tag = f.c.consumerTag()
 				if deliveries, err = qc.ch.Consume(f.queue, tag, false, false, false, false, nil); err == nil {
 					consuming = true
+					f.setFlowing(qc, window)
 				} else {
 					deliveries = nil
 				}
@@ -439,6 +481,12 @@ func (f *fetcher) serveConsumer(qc *queueChannel, deliveries <-chan amqp091.Deli
 			return false
 		}
 	}
+}
+
+func (f *fetcher) setFlowing(qc *queueChannel, window int) {
+	f.mu.Lock()
+	f.flowing, f.flowingWindow = qc, window
+	f.mu.Unlock()
 }
 
 // expire takes the prefetched deliveries that waited too long, says whether

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -146,4 +147,26 @@ func QueueDepth(t testing.TB, queue string) int {
 		t.Fatalf("passive declare %s: %v", queue, err)
 	}
 	return q.Messages
+}
+
+// Unacked is the broker's count of queue's messages delivered and not yet
+// acked, from rabbitmqctl (AMQP has no way to ask).
+func Unacked(t testing.TB, queue string) int {
+	t.Helper()
+	out, err := Rabbitmqctl("list_queues", "--no-table-headers", "name", "messages_unacknowledged")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == queue {
+			n, err := strconv.Atoi(f[1])
+			if err != nil {
+				t.Fatalf("rabbitmqctl list_queues: %q", line)
+			}
+			return n
+		}
+	}
+	t.Fatalf("rabbitmqctl list_queues: no queue %q in\n%s", queue, out)
+	return 0
 }
