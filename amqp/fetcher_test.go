@@ -133,3 +133,79 @@ func TestCloseSendsQueuedAcks(t *testing.T) {
 		}
 	}
 }
+
+// A busy classic queue the client declared is served by a prefetching
+// consumer: many concurrent gets receive every message exactly once, the
+// broker sees the consumer while the gets run, and once the queue is empty
+// a get answers the miss without waiting for the consumer each time.
+func TestHotQueuePrefetchesAndMissesPromptly(t *testing.T) {
+	c := startClient(t, mcamqp.Options{})
+	q := testbroker.Name(t, "q")
+	ctx := ctxT(t)
+	if err := c.EnsureQueue(ctx, mcamqp.QueueSpec{Name: q}, false); err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	for i := range n {
+		publish(t, c, q, fmt.Sprint(i))
+	}
+	var mu sync.Mutex
+	seen := make(map[string]int)
+	var consumers int
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				d, err := c.Get(ctx, q)
+				if err != nil {
+					t.Errorf("Get: %v", err)
+					return
+				}
+				if d == nil {
+					return
+				}
+				mu.Lock()
+				seen[string(d.Body)]++
+				got := len(seen)
+				mu.Unlock()
+				if got == n/2 {
+					// Exactly one get is the n/2th.
+					qi, err := testbroker.Channel(t).QueueDeclarePassive(q, true, false, false, false, nil)
+					if err != nil {
+						t.Errorf("passive declare: %v", err)
+					}
+					mu.Lock()
+					consumers = qi.Consumers
+					mu.Unlock()
+				}
+				if err := d.Ack(); err != nil {
+					t.Errorf("Ack: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		if k := seen[fmt.Sprint(i)]; k != 1 {
+			t.Fatalf("message %d received %d times", i, k)
+		}
+	}
+	if consumers != 1 {
+		t.Errorf("broker saw %d consumers on the busy queue, want the prefetching one", consumers)
+	}
+	// Misses of the emptied, still hot queue: each asks the broker at once
+	// (basic.get, then a short grace), none waits out the consumer's
+	// flow wait (20 ms).
+	const misses = 10
+	start := time.Now()
+	for range misses {
+		if d, err := c.Get(ctx, q); d != nil || err != nil {
+			t.Fatalf("Get on the emptied queue = %v, %v", d, err)
+		}
+	}
+	if el := time.Since(start); el > misses*20*time.Millisecond {
+		t.Errorf("%d misses took %v: they wait for the consumer", misses, el)
+	}
+}
