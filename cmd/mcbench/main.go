@@ -50,6 +50,7 @@ type options struct {
 	rounds   int
 	pubChans int
 	cpuProf  string
+	sweep    bool
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -63,6 +64,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.IntVar(&o.rounds, "rounds", 1, "repeat the whole comparison")
 	fs.IntVar(&o.pubChans, "publish-channels", 0, "gateway publish channels (0: the gateway's default)")
 	fs.StringVar(&o.cpuProf, "cpuprofile", "", "write a CPU profile of the gateway workloads to `file`")
+	fs.BoolVar(&o.sweep, "publish-sweep", false, "only measure raw publish+confirm over channel layouts and in-flight counts")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -70,6 +72,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return errors.New("need clients >= 1, messages >= clients, size >= 16")
 	}
 
+	if o.sweep {
+		return publishSweep(o, out)
+	}
 	addr := o.addr
 	if addr == "" {
 		stopGW, a, err := startGateway(o.url, o.pubChans)

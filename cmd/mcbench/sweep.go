@@ -1,0 +1,115 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+)
+
+// publishSweep measures raw publish+confirm with the same messages spread
+// over channels in different ways: what a gateway can change (how many
+// channels carry 16 publishes in flight) against what it cannot (how many
+// are in flight: one per synchronous client, since STORED waits for the
+// confirm). Each layout runs twice, interleaved, on a queue of its own.
+func publishSweep(o options, out io.Writer) error {
+	layouts := []struct{ channels, inflight int }{
+		{o.clients, 1}, {2, o.clients / 2}, {1, o.clients},
+		{1, 2 * o.clients}, {1, 4 * o.clients}, {1, 8 * o.clients},
+	}
+	rates := make([][]float64, len(layouts))
+	for range 2 {
+		for i, l := range layouts {
+			r, err := pipelinedPublish(o, l.channels, l.inflight)
+			if err != nil {
+				return fmt.Errorf("publish %d channels × %d in flight: %w", l.channels, l.inflight, err)
+			}
+			rates[i] = append(rates[i], r)
+		}
+	}
+	fmt.Fprintf(out, "raw publish+confirm, %d messages of %d bytes, persistent\n", o.messages, o.size)
+	fmt.Fprintf(out, "%-10s %-20s %-12s %s\n", "channels", "in flight each", "in flight", "msg/s (two runs)")
+	for i, l := range layouts {
+		fmt.Fprintf(out, "%-10d %-20d %-12d %.0f, %.0f\n", l.channels, l.inflight, l.channels*l.inflight, rates[i][0], rates[i][1])
+	}
+	return nil
+}
+
+// pipelinedPublish publishes o.messages over channels, each keeping up to
+// inflight unconfirmed, and returns the rate.
+func pipelinedPublish(o options, channels, inflight int) (float64, error) {
+	conn, err := amqp091.Dial(o.url)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	admin, err := conn.Channel()
+	if err != nil {
+		return 0, err
+	}
+	queue := fmt.Sprintf("mcbench.sweep.%d.%d", os.Getpid(), time.Now().UnixNano())
+	if _, err := admin.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+		return 0, err
+	}
+	defer admin.QueueDelete(queue, false, false, false)
+
+	chans := make([]*amqp091.Channel, channels)
+	for i := range chans {
+		if chans[i], err = conn.Channel(); err != nil {
+			return 0, err
+		}
+		if err := chans[i].Confirm(false); err != nil {
+			return 0, err
+		}
+	}
+	per := o.messages / channels
+	errs := make(chan error, channels)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for c, ch := range chans {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			window := make(chan *amqp091.DeferredConfirmation, inflight)
+			wait := func() bool { return (<-window).Wait() }
+			for i := range per {
+				if len(window) == inflight && !wait() {
+					errs <- fmt.Errorf("nacked")
+					return
+				}
+				dc, err := ch.PublishWithDeferredConfirm("", queue, true, false, amqp091.Publishing{
+					DeliveryMode: amqp091.Persistent, Body: body(c*per+i, o.size),
+				})
+				if err != nil {
+					errs <- err
+					return
+				}
+				window <- dc
+			}
+			for len(window) > 0 {
+				if !wait() {
+					errs <- fmt.Errorf("nacked")
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	select {
+	case err := <-errs:
+		return 0, err
+	default:
+	}
+	q, err := admin.QueueDeclarePassive(queue, true, false, false, false, nil)
+	if err != nil {
+		return 0, err
+	}
+	if q.Messages != per*channels {
+		return 0, fmt.Errorf("%d messages confirmed, %d in the queue", per*channels, q.Messages)
+	}
+	return float64(per*channels) / elapsed.Seconds(), nil
+}
