@@ -51,6 +51,7 @@ type options struct {
 	pubChans int
 	cpuProf  string
 	sweep    bool
+	ackSweep bool
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -65,6 +66,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.IntVar(&o.pubChans, "publish-channels", 0, "gateway publish channels (0: the gateway's default)")
 	fs.StringVar(&o.cpuProf, "cpuprofile", "", "write a CPU profile of the gateway workloads to `file`")
 	fs.BoolVar(&o.sweep, "publish-sweep", false, "only measure raw publish+confirm over channel layouts and in-flight counts")
+	fs.BoolVar(&o.ackSweep, "ack-sweep", false, "only measure a raw consumer acking each message against acking several with multiple")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -74,6 +76,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 	if o.sweep {
 		return publishSweep(o, out)
+	}
+	if o.ackSweep {
+		return ackSweep(o, out)
 	}
 	addr := o.addr
 	if addr == "" {

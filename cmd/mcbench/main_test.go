@@ -51,3 +51,15 @@ func TestPublishSweepSmallRun(t *testing.T) {
 		t.Fatalf("want 6 layouts, got %d in\n%s", len(rows), out.String())
 	}
 }
+
+func TestAckSweepSmallRun(t *testing.T) {
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"-amqp", testbroker.URL, "-ack-sweep", "-messages", "200"}, &out)
+	if err != nil {
+		t.Fatalf("mcbench -ack-sweep: %v\n%s", err, out.String())
+	}
+	rows := regexp.MustCompile(`(?m)^(each alone|every \d+, multiple)\s+\d+, \d+$`).FindAllString(out.String(), -1)
+	if len(rows) != 3 {
+		t.Fatalf("want 3 ack batchings, got %d in\n%s", len(rows), out.String())
+	}
+}

@@ -113,3 +113,94 @@ func pipelinedPublish(o options, channels, inflight int) (float64, error) {
 	}
 	return float64(per*channels) / elapsed.Seconds(), nil
 }
+
+// ackSweep measures one raw consumer (prefetch 128) acking every message
+// alone against acking every k with one basic.ack(multiple): what the
+// gateway's ack writer gains by coalescing the acks of many clients.
+func ackSweep(o options, out io.Writer) error {
+	batches := []int{1, 4, 16}
+	rates := make([][]float64, len(batches))
+	for range 2 {
+		for i, k := range batches {
+			r, err := consumeAckingEvery(o, k)
+			if err != nil {
+				return fmt.Errorf("consume acking every %d: %w", k, err)
+			}
+			rates[i] = append(rates[i], r)
+		}
+	}
+	fmt.Fprintf(out, "raw consume (one consumer, prefetch 128), %d messages of %d bytes, persistent\n", o.messages, o.size)
+	fmt.Fprintf(out, "%-28s %s\n", "acks", "msg/s (two runs)")
+	for i, k := range batches {
+		what := "each alone"
+		if k > 1 {
+			what = fmt.Sprintf("every %d, multiple", k)
+		}
+		fmt.Fprintf(out, "%-28s %.0f, %.0f\n", what, rates[i][0], rates[i][1])
+	}
+	return nil
+}
+
+// consumeAckingEvery fills a queue of its own, then consumes it, acking
+// every k-th delivery with multiple (and the last), and returns the rate
+// of the consumption.
+func consumeAckingEvery(o options, k int) (float64, error) {
+	conn, err := amqp091.Dial(o.url)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return 0, err
+	}
+	queue := fmt.Sprintf("mcbench.acks.%d.%d", os.Getpid(), time.Now().UnixNano())
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+		return 0, err
+	}
+	defer ch.QueueDelete(queue, false, false, false)
+	if err := ch.Confirm(false); err != nil {
+		return 0, err
+	}
+	var last *amqp091.DeferredConfirmation
+	for i := range o.messages {
+		if last, err = ch.PublishWithDeferredConfirm("", queue, false, false, amqp091.Publishing{
+			DeliveryMode: amqp091.Persistent, Body: body(i, o.size),
+		}); err != nil {
+			return 0, err
+		}
+	}
+	if !last.Wait() {
+		return 0, fmt.Errorf("nacked")
+	}
+	cch, err := conn.Channel()
+	if err != nil {
+		return 0, err
+	}
+	if err := cch.Qos(128, 0, false); err != nil {
+		return 0, err
+	}
+	deliveries, err := cch.Consume(queue, "", false, false, false, false, nil)
+	if err != nil {
+		return 0, err
+	}
+	seen := newTally(o.messages)
+	start := time.Now()
+	for i := 1; i <= o.messages; i++ {
+		d, ok := <-deliveries
+		if !ok {
+			return 0, fmt.Errorf("consumer closed after %d deliveries", i-1)
+		}
+		seen.add(index(d.Body))
+		if i%k == 0 || i == o.messages {
+			if err := d.Ack(k > 1); err != nil {
+				return 0, err
+			}
+		}
+	}
+	elapsed := time.Since(start)
+	if lost, dup := seen.check(); lost != 0 || dup != 0 {
+		return 0, fmt.Errorf("%d lost, %d duplicated", lost, dup)
+	}
+	return float64(o.messages) / elapsed.Seconds(), nil
+}
