@@ -65,19 +65,8 @@ func TestOutOfOrderAcksCoalesceSafely(t *testing.T) {
 	c := startClient(t, mcamqp.Options{})
 	q := testbroker.Name(t, "q")
 	declareQueue(t, q, nil)
-	ctx := ctxT(t)
 	const n = 300
-	for i := range n {
-		publish(t, c, q, fmt.Sprint(i))
-	}
-	ds := make([]*mcamqp.Delivery, n)
-	for i := range n {
-		d, err := c.Get(ctx, q)
-		if err != nil || d == nil {
-			t.Fatalf("Get %d: %v, %v", i, d, err)
-		}
-		ds[i] = d
-	}
+	ds := publishAndGet(t, c, q, n)
 	// The held delivery is not the first: the acks below it form runs.
 	held, requeued := ds[n/4], ds[n/2]
 	if err := requeued.Requeue(); err != nil {
@@ -123,4 +112,23 @@ func TestOutOfOrderAcksCoalesceSafely(t *testing.T) {
 	if string(m.Body) != string(requeued.Body) {
 		t.Fatalf("back in the queue: %q, want the requeued %q", m.Body, requeued.Body)
 	}
+}
+
+// publishAndGet publishes messages "0" to n-1 to queue and gets them all,
+// one after the other (so on one get channel), unsettled.
+func publishAndGet(t *testing.T, c *mcamqp.Client, queue string, n int) []*mcamqp.Delivery {
+	t.Helper()
+	for i := range n {
+		publish(t, c, queue, fmt.Sprint(i))
+	}
+	ctx := ctxT(t)
+	ds := make([]*mcamqp.Delivery, n)
+	for i := range n {
+		d, err := c.Get(ctx, queue)
+		if err != nil || d == nil {
+			t.Fatalf("Get %d: %v, %v", i, d, err)
+		}
+		ds[i] = d
+	}
+	return ds
 }

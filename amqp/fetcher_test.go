@@ -91,19 +91,8 @@ func TestCloseSendsQueuedAcks(t *testing.T) {
 	c := startClient(t, mcamqp.Options{})
 	q := testbroker.Name(t, "q")
 	declareQueue(t, q, nil)
-	ctx := ctxT(t)
 	const n = 2000
-	for i := range n {
-		publish(t, c, q, fmt.Sprint(i))
-	}
-	var held []*mcamqp.Delivery
-	for i := range n {
-		d, err := c.Get(ctx, q)
-		if err != nil || d == nil {
-			t.Fatalf("Get %d: %v, %v", i, d, err)
-		}
-		held = append(held, d)
-	}
+	held := publishAndGet(t, c, q, n)
 	// Ack all at once, from many goroutines, and close right after: the
 	// writer is then still busy with them.
 	var wg sync.WaitGroup

@@ -41,20 +41,11 @@ func publishSweep(o options, out io.Writer) error {
 // pipelinedPublish publishes o.messages over channels, each keeping up to
 // inflight unconfirmed, and returns the rate.
 func pipelinedPublish(o options, channels, inflight int) (float64, error) {
-	conn, err := amqp091.Dial(o.url)
+	conn, admin, queue, cleanup, err := scratchQueue(o.url, "sweep")
 	if err != nil {
 		return 0, err
 	}
-	defer conn.Close()
-	admin, err := conn.Channel()
-	if err != nil {
-		return 0, err
-	}
-	queue := fmt.Sprintf("mcbench.sweep.%d.%d", os.Getpid(), time.Now().UnixNano())
-	if _, err := admin.QueueDeclare(queue, true, false, false, false, nil); err != nil {
-		return 0, err
-	}
-	defer admin.QueueDelete(queue, false, false, false)
+	defer cleanup()
 
 	chans := make([]*amqp091.Channel, channels)
 	for i := range chans {
@@ -145,20 +136,11 @@ func ackSweep(o options, out io.Writer) error {
 // every k-th delivery with multiple (and the last), and returns the rate
 // of the consumption.
 func consumeAckingEvery(o options, k int) (float64, error) {
-	conn, err := amqp091.Dial(o.url)
+	conn, ch, queue, cleanup, err := scratchQueue(o.url, "acks")
 	if err != nil {
 		return 0, err
 	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return 0, err
-	}
-	queue := fmt.Sprintf("mcbench.acks.%d.%d", os.Getpid(), time.Now().UnixNano())
-	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
-		return 0, err
-	}
-	defer ch.QueueDelete(queue, false, false, false)
+	defer cleanup()
 	if err := ch.Confirm(false); err != nil {
 		return 0, err
 	}
@@ -203,4 +185,26 @@ func consumeAckingEvery(o options, k int) (float64, error) {
 		return 0, fmt.Errorf("%d lost, %d duplicated", lost, dup)
 	}
 	return float64(o.messages) / elapsed.Seconds(), nil
+}
+
+// scratchQueue connects and declares a durable classic queue of its own;
+// cleanup deletes the queue and closes the connection.
+func scratchQueue(url, hint string) (conn *amqp091.Connection, ch *amqp091.Channel, queue string, cleanup func(), err error) {
+	conn, err = amqp091.Dial(url)
+	if err != nil {
+		return nil, nil, "", nil, err
+	}
+	if ch, err = conn.Channel(); err != nil {
+		conn.Close()
+		return nil, nil, "", nil, err
+	}
+	queue = fmt.Sprintf("mcbench.%s.%d.%d", hint, os.Getpid(), time.Now().UnixNano())
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+		conn.Close()
+		return nil, nil, "", nil, err
+	}
+	return conn, ch, queue, func() {
+		_, _ = ch.QueueDelete(queue, false, false, false)
+		conn.Close()
+	}, nil
 }
