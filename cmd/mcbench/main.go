@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strconv"
@@ -50,6 +51,8 @@ type options struct {
 	rounds   int
 	pubChans int
 	cpuProf  string
+	memProf  string
+	mutProf  string
 	sweep    bool
 	ackSweep bool
 }
@@ -64,11 +67,17 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&o.addr, "addr", "", "gateway address; empty starts one in this process")
 	fs.IntVar(&o.rounds, "rounds", 1, "repeat the whole comparison")
 	fs.IntVar(&o.pubChans, "publish-channels", 0, "gateway publish channels (0: the gateway's default)")
-	fs.StringVar(&o.cpuProf, "cpuprofile", "", "write a CPU profile of the gateway workloads to `file`")
+	fs.StringVar(&o.cpuProf, "cpuprofile", "", "write a CPU profile of each gateway workload to `file`.set and file.get")
+	fs.StringVar(&o.memProf, "memprofile", "", "write the allocations profile after each gateway workload to `file`.set and file.get (cumulative: compare with pprof -base)")
+	fs.StringVar(&o.mutProf, "mutexprofile", "", "write the mutex contention profile after each gateway workload to `file`.set and file.get (cumulative)")
 	fs.BoolVar(&o.sweep, "publish-sweep", false, "only measure raw publish+confirm over channel layouts and in-flight counts")
 	fs.BoolVar(&o.ackSweep, "ack-sweep", false, "only measure a raw consumer acking each message against acking several with multiple")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if o.mutProf != "" {
+		runtime.SetMutexProfileFraction(5)
+		defer runtime.SetMutexProfileFraction(0)
 	}
 	if o.clients < 1 || o.messages < o.clients || o.size < 16 {
 		return errors.New("need clients >= 1, messages >= clients, size >= 16")
@@ -148,12 +157,12 @@ func compare(ctx context.Context, o options, addr string, out io.Writer, round i
 		{"raw publish+confirm", func() (result, error) { return rawPublish(o, queue) }},
 		{"raw consume+ack", func() (result, error) { return rawConsume(o, queue) }},
 		{"gateway set", func() (result, error) {
-			stop := profile(o.cpuProf, "set")
+			stop := profile(o, "set")
 			defer stop()
 			return gatewaySet(o, addr, queue)
 		}},
 		{"gateway get+delete", func() (result, error) {
-			stop := profile(o.cpuProf, "get")
+			stop := profile(o, "get")
 			defer stop()
 			return gatewayGetDelete(o, addr, queue)
 		}},
@@ -524,22 +533,43 @@ func startGateway(url string, publishChannels int) (stop func(), addr string, er
 }
 
 // profile records a CPU profile to file.<name> until stop is called.
-func profile(file, name string) (stop func()) {
-	if file == "" {
-		return func() {}
-	}
-	f, err := os.Create(file + "." + name)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "mcbench: profile:", err)
-		return func() {}
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return func() {}
+// profile starts the CPU profile of workload name, if asked for; stop ends
+// it and writes the allocations and mutex profiles asked for. A profile
+// that cannot be written is reported and skipped: the measurement goes on.
+func profile(o options, name string) (stop func()) {
+	var cpu *os.File
+	if o.cpuProf != "" {
+		f, err := os.Create(o.cpuProf + "." + name)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "mcbench: cpu profile:", err)
+		} else {
+			cpu = f
+		}
 	}
 	return func() {
-		pprof.StopCPUProfile()
+		if cpu != nil {
+			pprof.StopCPUProfile()
+			cpu.Close()
+		}
+		writeProfile("allocs", o.memProf, name)
+		writeProfile("mutex", o.mutProf, name)
+	}
+}
+
+func writeProfile(kind, file, name string) {
+	if file == "" {
+		return
+	}
+	f, err := os.Create(file + "." + name)
+	if err == nil {
+		err = pprof.Lookup(kind).WriteTo(f, 0)
 		f.Close()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "mcbench: %s profile: %v\n", kind, err)
 	}
 }
 
