@@ -137,8 +137,6 @@ func (f *fetcher) get() (*Delivery, error) {
 		f.flowing.outstanding.Load() < int64(f.flowingWindow) {
 		next = f.addWaiterLocked()
 	}
-	consuming := f.running
-	arrived := f.arrived
 	f.mu.Unlock()
 	if d != nil {
 		return d, nil
@@ -148,17 +146,22 @@ func (f *fetcher) get() (*Delivery, error) {
 			return d, nil
 		}
 	}
+	f.mu.Lock()
+	consuming := f.running
+	arrived := f.arrived
+	f.mu.Unlock()
 	d, err := f.basicGet()
 	if d == nil && err == nil {
 		f.mu.Lock()
 		f.drained = true
 		f.mu.Unlock()
 	}
-	if d != nil || err != nil || !consuming || next != nil {
+	if d != nil || err != nil || !consuming {
 		return d, err
 	}
 	// The queue looked empty, but a message may be on its way to our
-	// consumer: give it a moment rather than answer a miss that is not.
+	// consumer (a consumer just started, or a slow delivery): give it a
+	// moment rather than answer a miss that is not.
 	t := time.NewTimer(missGrace)
 	defer t.Stop()
 	select {

@@ -24,7 +24,8 @@ const maxLedgerGaps = 4096
 //
 // Tags of a channel are dense: the broker numbers every delivery of the
 // channel (consume and basic.get alike) 1, 2, 3...; every one reaches a
-// Delivery that is settled or dies with the channel.
+// Delivery that is settled or dies with the channel. A delivery never
+// settled would only stop the runs behind it, never make one unsafe.
 type tagLedger struct {
 	mu    sync.Mutex
 	next  uint64              // the lowest tag not known to be settled
