@@ -532,7 +532,6 @@ func startGateway(url string, publishChannels int) (stop func(), addr string, er
 	}, ln.Addr().String(), nil
 }
 
-// profile records a CPU profile to file.<name> until stop is called.
 // profile starts the CPU profile of workload name, if asked for; stop ends
 // it and writes the allocations and mutex profiles asked for. A profile
 // that cannot be written is reported and skipped: the measurement goes on.
