@@ -136,12 +136,13 @@ func TestMetaBase64Keys(t *testing.T) {
 func TestMetaQuiet(t *testing.T) {
 	g := startGateway(t, nil)
 	q1, q2 := testbroker.Name(t, "a"), testbroker.Name(t, "b")
+	empty := testbroker.Name(t, "empty") // auto-declared by the misses; deleted at cleanup
 	c := g.dial()
 	// A pipelined quiet batch, as dalli's multi-get and quiet mode send it.
 	c.Do("ms "+q1+" 1 q F1\r\n1\r\nms "+q2+" 1 q\r\n2\r\nmn\r\n", "MN\r\n")
-	c.Do("mg "+q1+" v f k q\r\nmg "+q2+".none v f k q\r\nmg "+q2+" v f k q\r\nmn\r\n",
+	c.Do("mg "+q1+" v f k q\r\nmg "+empty+" v f k q\r\nmg "+q2+" v f k q\r\nmn\r\n",
 		"VA 1 f1 k"+q1+"\r\n1\r\nVA 1 f0 k"+q2+"\r\n2\r\nMN\r\n")
-	c.Do("mg "+q1+" q\r\nmg "+q1+" T30 q\r\nmg "+q2+".none q\r\nmg "+q2+".none T30 q\r\nmn\r\n", "MN\r\n")
+	c.Do("mg "+q1+" q\r\nmg "+q1+" T30 q\r\nmg "+empty+" q\r\nmg "+empty+" T30 q\r\nmn\r\n", "MN\r\n")
 	c.Do("md "+q1+" q\r\nmd "+q1+" q\r\nmd "+q2+" q\r\nmn\r\n", "NF\r\nMN\r\n")
 	c.Do("ms amq.x 1 q\r\nx\r\nmn\r\n", "CLIENT_ERROR bad command line format\r\nMN\r\n")
 	c.Do("mg "+q1+" v q\r\nmn\r\n", "MN\r\n")
