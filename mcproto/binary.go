@@ -187,13 +187,7 @@ type BinaryReader struct {
 // NewBinaryReader reads requests from r; maxItemSize bounds a value (non-positive:
 // DefaultMaxItemSize).
 func NewBinaryReader(r *bufio.Reader, maxItemSize int) *BinaryReader {
-	if maxItemSize <= 0 {
-		maxItemSize = DefaultMaxItemSize
-	}
-	if maxItemSize > maxDataLen {
-		maxItemSize = maxDataLen
-	}
-	return &BinaryReader{r: r, maxItemSize: maxItemSize}
+	return &BinaryReader{r: r, maxItemSize: itemSizeLimit(maxItemSize)}
 }
 
 // Offset returns how many bytes the reader has consumed.

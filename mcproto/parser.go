@@ -81,13 +81,17 @@ type Parser struct {
 // non-positive value means DefaultMaxItemSize. The caller's reader may be small (4 KiB): longer
 // lines are assembled in a buffer that grows only up to the line limit.
 func NewParser(r *bufio.Reader, maxItemSize int) *Parser {
+	return &Parser{r: r, maxItemSize: itemSizeLimit(maxItemSize)}
+}
+
+// itemSizeLimit is the value size a reader enforces for the configured
+// maxItemSize: DefaultMaxItemSize when not positive, never above
+// maxDataLen.
+func itemSizeLimit(maxItemSize int) int {
 	if maxItemSize <= 0 {
-		maxItemSize = DefaultMaxItemSize
+		return DefaultMaxItemSize
 	}
-	if maxItemSize > maxDataLen {
-		maxItemSize = maxDataLen
-	}
-	return &Parser{r: r, maxItemSize: maxItemSize}
+	return min(maxItemSize, maxDataLen)
 }
 
 // Line returns the last command line read, without its terminator, for logging (see Snippet);
