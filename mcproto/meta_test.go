@@ -112,22 +112,14 @@ func TestParseMeta(t *testing.T) {
 }
 
 func TestParseMetaNoAllocs(t *testing.T) {
-	for _, in := range []string{
+	checkNoAllocs(t, []string{
 		"mg jobs v f k c O123 q\r\n",
 		"mg Zm9v b v\r\n",
 		"ms jobs 5 F1 T30 MS c\r\nhello\r\n",
 		"md jobs C12345 q\r\n",
 		"mn\r\n",
 		"mg jobs Tx\r\n",
-	} {
-		p := NewParser(bufio.NewReaderSize(&cycleReader{data: []byte(in)}, 4096), 0)
-		for i := 0; i < 10; i++ {
-			p.Next()
-		}
-		if n := testing.AllocsPerRun(1000, func() { p.Next() }); n != 0 {
-			t.Errorf("%q: %v allocs per command, want 0", in, n)
-		}
-	}
+	}, parserNext)
 }
 
 func TestMetaWriter(t *testing.T) {
