@@ -20,25 +20,82 @@ type Message struct {
 	Exchange   string
 	RoutingKey string
 	Headers    Table
-	// Expiration is the per-message TTL; 0 = none.
+	// Expiration is the per-message TTL; 0 = none. Values above
+	// MaxExpiration are sent as MaxExpiration.
 	Expiration time.Duration
 	// Body is owned by the publisher once Publish is called: it may still be
 	// written after Publish gave up waiting.
 	Body []byte
 }
 
+// MaxExpiration is the largest per-message expiration RabbitMQ honours:
+// its timers stop at 2^32-1 ms (MAX_EXPIRY_TIMER), and where it checks
+// expirations it refuses larger values, closing the publishing channel.
+const MaxExpiration = (1<<32 - 1) * time.Millisecond
+
 // publishQueueLen bounds the publishes waiting for a channel's writer; a full
 // queue fails fast instead of piling up memory behind a stuck broker.
 const publishQueueLen = 1024
 
+// returnsBufferLen bounds the basic.returns waiting to be matched. amqp091-go
+// hands a return to its listener before it processes the confirm that
+// follows it, and drops it if the listener stays full for 5 s: the buffer
+// is drained by every confirmed publish and by a ticker, so it never fills.
+const returnsBufferLen = 4096
+
+// maxAbandoned: a channel incarnation on which this many publishes gave up
+// waiting for their confirm is replaced (its pending confirms would
+// otherwise be held for as long as the channel lives).
+const maxAbandoned = 1024
+
 // publishRequest travels from Publish to a channel's writer and back.
 type publishRequest struct {
-	msg  Message
-	done chan error // buffered 1: whoever resolves never blocks
-	// abandoned is set when the waiter gave up, so a writer that has not
-	// sent it yet skips it.
-	abandoned atomic.Bool
-	returned  bool // guarded by pubChannel.pmu
+	msg Message
+	// sent carries the writer's outcome: the incarnation and confirmation
+	// of the publish, or why it was not sent. Buffered 1.
+	sent chan sentPublish
+	// state arbitrates between the writer and a waiter that gives up
+	// before the confirm: see the req… constants.
+	state    atomic.Int32
+	returned bool // guarded by the incarnation's mu
+}
+
+// Request states. queued → sending → sent is the writer's path; a waiter
+// that gives up moves queued → abandoned (the writer then skips it) or
+// sending → abandoned (the writer then forgets what it sent); once sent,
+// the waiter forgets it itself.
+const (
+	reqQueued int32 = iota
+	reqSending
+	reqSent
+	reqAbandoned
+)
+
+type sentPublish struct {
+	inc *pubIncarnation
+	tag uint64
+	dc  *amqp091.DeferredConfirmation
+	err error
+}
+
+// pubIncarnation is one confirm channel of a slot. Delivery tags and
+// message ids are per incarnation.
+type pubIncarnation struct {
+	ch     *amqp091.Channel
+	prefix string // message-id prefix: instance, slot and incarnation
+	// returns is drained under mu only, so that a return the library has
+	// handed over is either still in it or already marked.
+	returns <-chan amqp091.Return
+	// replace asks the slot to close this incarnation (buffered 1).
+	replace chan struct{}
+	// lastConfirm is when a publish of this incarnation last got its
+	// confirm (unix nanos); a timed-out publish uses it to tell a stuck
+	// channel from a slow queue.
+	lastConfirm atomic.Int64
+	abandoned   atomic.Int64
+
+	mu      sync.Mutex
+	pending map[uint64]*publishRequest // guarded by mu, by delivery tag
 }
 
 // pubChannel is one slot of the confirm-channel pool. The slot outlives
@@ -54,14 +111,9 @@ type pubChannel struct {
 	// while it replaces its channel: what is queued in reqs then is
 	// written on the next channel, and failed when the slot stops.
 	alive atomic.Bool
-	// replace asks the slot to drop its channel (a confirm never came).
-	replace chan struct{}
-	// inflight counts publishes written but not confirmed, to pick the
+	// inflight counts publishes written but not settled, to pick the
 	// least busy slot.
 	inflight atomic.Int64
-
-	pmu     sync.Mutex
-	pending map[uint64]*publishRequest // guarded by pmu, by delivery tag
 }
 
 type publisher struct {
@@ -79,11 +131,9 @@ func newPublisher(opts *Options, instance string) *publisher {
 	p := &publisher{opts: opts, instance: instance}
 	for i := range opts.PublishChannels {
 		p.slots = append(p.slots, &pubChannel{
-			p:       p,
-			id:      i,
-			reqs:    make(chan *publishRequest, publishQueueLen),
-			replace: make(chan struct{}, 1),
-			pending: make(map[uint64]*publishRequest),
+			p:    p,
+			id:   i,
+			reqs: make(chan *publishRequest, publishQueueLen),
 		})
 	}
 	return p
@@ -146,6 +196,12 @@ func openConfirmChannel(conn *amqp091.Connection) (*amqp091.Channel, error) {
 
 // Publish sends msg persistent and mandatory and waits for the broker's
 // confirm, at most ConfirmTimeout. nil means confirmed and routed.
+//
+// The verdict is the broker's for this publish's own delivery tag, from
+// amqp091-go's deferred confirmation: a basic.ack(multiple) settles only
+// the tags still outstanding, so a nack that came first stays a nack. (The
+// library's NotifyPublish stream re-confirms a parked nack with a later
+// multiple's verdict; it is not used.)
 func (p *publisher) Publish(ctx context.Context, msg Message) error {
 	if p.blocked.Load() {
 		return ErrBlocked
@@ -154,7 +210,7 @@ func (p *publisher) Publish(ctx context.Context, msg Message) error {
 	if s == nil {
 		return ErrNotConnected
 	}
-	req := &publishRequest{msg: msg, done: make(chan error, 1)}
+	req := &publishRequest{msg: msg, sent: make(chan sentPublish, 1)}
 	select {
 	case s.reqs <- req:
 	default:
@@ -170,27 +226,114 @@ func (p *publisher) Publish(ctx context.Context, msg Message) error {
 	}
 	t := time.NewTimer(p.opts.ConfirmTimeout)
 	defer t.Stop()
+	var sent sentPublish
 	select {
-	case err := <-req.done:
-		return err
+	case sent = <-req.sent:
 	case <-t.C:
-		req.abandoned.Store(true)
-		select {
-		case s.replace <- struct{}{}:
-		default:
-		}
+		return s.abandon(req, ErrConfirmTimeout)
+	case <-ctx.Done():
+		return s.abandon(req, ctx.Err())
+	}
+	if sent.err != nil {
+		return sent.err
+	}
+	inc := sent.inc
+	select {
+	case <-sent.dc.Done():
+	case <-t.C:
+		s.giveUp(inc, sent.tag, time.Now())
 		return ErrConfirmTimeout
 	case <-ctx.Done():
-		req.abandoned.Store(true)
+		s.giveUp(inc, sent.tag, time.Time{})
 		return ctx.Err()
 	}
+	defer s.inflight.Add(-1)
+	acked := sent.dc.Acked()
+	inc.mu.Lock()
+	inc.drainReturnsLocked()
+	delete(inc.pending, sent.tag)
+	inc.mu.Unlock()
+	if !acked && inc.ch.IsClosed() {
+		// The library resolves what is pending on a closing channel as
+		// not acked: the broker may well have stored it. (The channel is
+		// marked closed before that happens.)
+		return ErrChannelClosed
+	}
+	inc.lastConfirm.Store(time.Now().UnixNano())
+	switch {
+	case !acked:
+		return ErrNacked
+	case req.returned:
+		return ErrUnroutable
+	}
+	return nil
+}
+
+// abandon gives up on a request before the writer reported it sent.
+func (s *pubChannel) abandon(req *publishRequest, err error) error {
+	if req.state.CompareAndSwap(reqQueued, reqAbandoned) || req.state.CompareAndSwap(reqSending, reqAbandoned) {
+		return err
+	}
+	// The writer finished: the outcome is in req.sent, or is an error.
+	if sent := <-req.sent; sent.err == nil {
+		s.giveUp(sent.inc, sent.tag, time.Time{})
+	}
+	return err
+}
+
+// giveUp forgets a sent publish whose waiter stopped waiting. With timedOut
+// set (the confirm timeout, not the caller's context), a channel that has
+// confirmed nothing for a whole ConfirmTimeout is stuck: it is replaced, and
+// the publishes still pending on it fail. A channel that confirms other
+// publishes is kept: one slow queue must not fail everyone's sets.
+func (s *pubChannel) giveUp(inc *pubIncarnation, tag uint64, timedOut time.Time) {
+	s.inflight.Add(-1)
+	inc.mu.Lock()
+	delete(inc.pending, tag)
+	inc.mu.Unlock()
+	n := inc.abandoned.Add(1)
+	stuck := !timedOut.IsZero() && timedOut.Sub(time.Unix(0, inc.lastConfirm.Load())) >= s.p.opts.ConfirmTimeout
+	if stuck || n >= maxAbandoned {
+		select {
+		case inc.replace <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// drainReturnsLocked marks the publishes that the broker returned.
+func (inc *pubIncarnation) drainReturnsLocked() {
+	for {
+		select {
+		case r, ok := <-inc.returns:
+			if !ok {
+				return
+			}
+			if tag, ok := inc.tagOf(r.MessageId); ok {
+				if req := inc.pending[tag]; req != nil {
+					req.returned = true
+				}
+			}
+		default:
+			return
+		}
+	}
+}
+
+func (inc *pubIncarnation) tagOf(messageID string) (uint64, bool) {
+	rest, ok := strings.CutPrefix(messageID, inc.prefix)
+	if !ok {
+		return 0, false
+	}
+	tag, err := strconv.ParseUint(rest, 10, 64)
+	return tag, err == nil
 }
 
 // pick returns the ready slot with the fewest publishes in flight, starting
 // the scan at a rotating index so that ties spread. When no slot is ready
-// but one is replacing its channel on a live connection (after a confirm
-// timeout), the publish waits in that slot's queue for the new channel
-// rather than failing while the broker is fine.
+// but one is replacing its channel on a live connection, the publish waits
+// in that slot's queue for the new channel rather than failing while the
+// broker is fine.
 func (p *publisher) pick() *pubChannel {
 	n := len(p.slots)
 	start := int(p.next.Add(1)) % n
@@ -238,83 +381,52 @@ func (s *pubChannel) run(ctx context.Context, conn *amqp091.Connection, ch *amqp
 	}
 }
 
-// serve owns one channel incarnation: a writer goroutine sends publishes,
-// this goroutine matches returns and confirms to them. It returns when the
-// channel is gone, after failing every publish still pending on it.
+// serve owns one channel incarnation: a writer goroutine sends publishes
+// while this one keeps the returns drained, until the channel is gone or
+// must be replaced. Publishes still pending then resolve through their
+// deferred confirmations, which the library settles when the channel
+// closes.
 func (s *pubChannel) serve(ctx context.Context, ch *amqp091.Channel) {
-	// Returns are unbuffered on purpose: amqp091-go hands a return to us
-	// before it processes the ack that follows it, and since this goroutine
-	// handles both streams in order, a message's return is always recorded
-	// before its confirm is.
-	returns := ch.NotifyReturn(make(chan amqp091.Return))
-	confirms := ch.NotifyPublish(make(chan amqp091.Confirmation, publishQueueLen))
-	closed := ch.NotifyClose(make(chan *amqp091.Error, 1))
-	prefix := fmt.Sprintf("%s-%d.%d.", s.p.instance, s.id, s.p.serial.Add(1))
-
-	// A replace asked for by publishes that timed out on an earlier
-	// incarnation is not about this channel, which has sent nothing yet.
-	select {
-	case <-s.replace:
-	default:
+	inc := &pubIncarnation{
+		ch:      ch,
+		prefix:  fmt.Sprintf("%s-%d.%d.", s.p.instance, s.id, s.p.serial.Add(1)),
+		returns: ch.NotifyReturn(make(chan amqp091.Return, returnsBufferLen)),
+		replace: make(chan struct{}, 1),
+		pending: make(map[uint64]*publishRequest),
 	}
+	inc.lastConfirm.Store(time.Now().UnixNano())
+	closed := ch.NotifyClose(make(chan *amqp091.Error, 1))
 
 	stop := make(chan struct{})
 	var writer sync.WaitGroup
 	writer.Add(1)
 	go func() {
 		defer writer.Done()
-		s.write(ch, prefix, stop)
+		s.write(inc, stop)
 	}()
 	s.ready.Store(true)
 
 	defer func() {
 		s.ready.Store(false)
 		close(stop)
-		closeDone := make(chan struct{})
-		go func() {
-			defer close(closeDone)
-			_ = ch.Close()
-		}()
-		// Keep matching returns and confirms until the library closes
-		// both listeners: acks that race the close still resolve their
-		// publishes, and the library is never left waiting on us.
-		for returns != nil || confirms != nil {
-			select {
-			case r, ok := <-returns:
-				if !ok {
-					returns = nil
-					continue
-				}
-				s.markReturned(r.MessageId, prefix)
-			case c, ok := <-confirms:
-				if !ok {
-					confirms = nil
-					continue
-				}
-				s.resolve(c)
-			}
-		}
-		<-closeDone
+		// Closing resolves every deferred confirmation still pending
+		// (as not acked, on a closed channel: unknown to the waiter).
+		_ = ch.Close()
 		writer.Wait()
-		s.failPending(ErrChannelClosed)
 	}()
 
+	drain := time.NewTicker(100 * time.Millisecond)
+	defer drain.Stop()
 	for {
 		select {
-		case r, ok := <-returns:
-			if !ok {
-				return
-			}
-			s.markReturned(r.MessageId, prefix)
-		case c, ok := <-confirms:
-			if !ok {
-				return
-			}
-			s.resolve(c)
+		case <-drain.C:
+			inc.mu.Lock()
+			inc.drainReturnsLocked()
+			inc.mu.Unlock()
 		case <-closed:
 			return
-		case <-s.replace:
-			s.p.opts.Logger.Warn("publish confirm timed out; replacing channel", "slot", s.id)
+		case <-inc.replace:
+			s.p.opts.Logger.Warn("publish channel confirmed nothing for the confirm timeout; replacing it", "slot", s.id)
 			return
 		case <-ctx.Done():
 			return
@@ -322,8 +434,9 @@ func (s *pubChannel) serve(ctx context.Context, ch *amqp091.Channel) {
 	}
 }
 
-// write sends queued publishes on ch until stop closes.
-func (s *pubChannel) write(ch *amqp091.Channel, prefix string, stop <-chan struct{}) {
+// write sends queued publishes on the incarnation's channel until stop
+// closes.
+func (s *pubChannel) write(inc *pubIncarnation, stop <-chan struct{}) {
 	for {
 		select {
 		case <-stop:
@@ -336,17 +449,15 @@ func (s *pubChannel) write(ch *amqp091.Channel, prefix string, stop <-chan struc
 				cork.hold()
 			}
 			for n := 0; req != nil && n < writeBatch; n++ {
-				if !req.abandoned.Load() {
-					s.send(ch, prefix, req)
-				}
+				s.send(inc, req)
 				select {
 				case req = <-s.reqs:
 				default:
 					req = nil
 				}
 			}
-			if req != nil && !req.abandoned.Load() {
-				s.send(ch, prefix, req)
+			if req != nil {
+				s.send(inc, req)
 			}
 			if cork != nil {
 				_ = cork.release()
@@ -358,77 +469,46 @@ func (s *pubChannel) write(ch *amqp091.Channel, prefix string, stop <-chan struc
 // writeBatch bounds the publishes written under one cork.
 const writeBatch = 64
 
-func (s *pubChannel) send(ch *amqp091.Channel, prefix string, req *publishRequest) {
-	// Only this goroutine publishes on ch, so the next sequence number is
-	// the delivery tag the confirm will carry.
-	tag := ch.GetNextPublishSeqNo()
-	s.pmu.Lock()
-	s.pending[tag] = req
-	s.pmu.Unlock()
+func (s *pubChannel) send(inc *pubIncarnation, req *publishRequest) {
+	if !req.state.CompareAndSwap(reqQueued, reqSending) {
+		return // its waiter gave up
+	}
+	// Only this goroutine publishes on the channel, so the next sequence
+	// number is the delivery tag that the confirm and the message id carry.
+	tag := inc.ch.GetNextPublishSeqNo()
+	inc.mu.Lock()
+	inc.pending[tag] = req
+	inc.mu.Unlock()
 	s.inflight.Add(1)
 
 	pub := amqp091.Publishing{
 		Headers:      req.msg.Headers,
 		DeliveryMode: amqp091.Persistent,
-		MessageId:    prefix + strconv.FormatUint(tag, 10),
+		MessageId:    inc.prefix + strconv.FormatUint(tag, 10),
 		Body:         req.msg.Body,
 	}
-	if req.msg.Expiration > 0 {
-		pub.Expiration = strconv.FormatInt(req.msg.Expiration.Milliseconds(), 10)
+	if exp := min(req.msg.Expiration, MaxExpiration); exp > 0 {
+		pub.Expiration = strconv.FormatInt(exp.Milliseconds(), 10)
 	}
-	if err := ch.Publish(req.msg.Exchange, req.msg.RoutingKey, true, false, pub); err != nil {
-		s.pmu.Lock()
-		delete(s.pending, tag)
-		s.pmu.Unlock()
-		s.inflight.Add(-1)
-		req.done <- fmt.Errorf("%w: %v", ErrNotConnected, err)
+	dc, err := inc.ch.PublishWithDeferredConfirm(req.msg.Exchange, req.msg.RoutingKey, true, false, pub)
+	if err == nil && dc == nil {
+		err = fmt.Errorf("channel not in confirm mode")
 	}
-}
-
-func (s *pubChannel) markReturned(messageID, prefix string) {
-	rest, ok := strings.CutPrefix(messageID, prefix)
-	if !ok {
-		return
-	}
-	tag, err := strconv.ParseUint(rest, 10, 64)
 	if err != nil {
-		return
-	}
-	s.pmu.Lock()
-	if req := s.pending[tag]; req != nil {
-		req.returned = true
-	}
-	s.pmu.Unlock()
-}
-
-func (s *pubChannel) resolve(c amqp091.Confirmation) {
-	s.pmu.Lock()
-	req := s.pending[c.DeliveryTag]
-	delete(s.pending, c.DeliveryTag)
-	s.pmu.Unlock()
-	if req == nil {
-		return
-	}
-	s.inflight.Add(-1)
-	switch {
-	case !c.Ack:
-		req.done <- ErrNacked
-	case req.returned:
-		req.done <- ErrUnroutable
-	default:
-		req.done <- nil
-	}
-}
-
-func (s *pubChannel) failPending(err error) {
-	s.pmu.Lock()
-	pending := s.pending
-	s.pending = make(map[uint64]*publishRequest)
-	s.pmu.Unlock()
-	for _, req := range pending {
+		inc.mu.Lock()
+		delete(inc.pending, tag)
+		inc.mu.Unlock()
 		s.inflight.Add(-1)
-		req.done <- err
+		req.state.Store(reqSent)
+		req.sent <- sentPublish{err: fmt.Errorf("%w: %v", ErrNotConnected, err)}
+		return
 	}
+	if !req.state.CompareAndSwap(reqSending, reqSent) {
+		// The waiter gave up while we wrote.
+		s.giveUp(inc, tag, time.Time{})
+		return
+	}
+	req.sent <- sentPublish{inc: inc, tag: tag, dc: dc}
 }
 
 // failQueued answers publishes that never reached a channel.
@@ -436,7 +516,8 @@ func (s *pubChannel) failQueued(err error) {
 	for {
 		select {
 		case req := <-s.reqs:
-			req.done <- err
+			req.state.Store(reqSent)
+			req.sent <- sentPublish{err: err}
 		default:
 			return
 		}
