@@ -219,8 +219,8 @@ func (b *binaryConn) replyError(req *mcproto.BinaryRequest, err error) {
 // options allowed, as one key of a text get.
 func (b *binaryConn) get(req *mcproto.BinaryRequest) {
 	op := req.Opcode
-	q, opts, err := mcproto.SplitKey(req.Key)
-	if err != nil || reservedName(q) {
+	q, opts, ok := splitRetrievalKey(req.Key)
+	if !ok {
 		b.invalid(req)
 		return
 	}

@@ -118,8 +118,8 @@ func (c *conn) metaGet(cmd *mcproto.Command) {
 // with T as gat's lease.
 func (c *conn) metaReserve(cmd *mcproto.Command) {
 	m := &cmd.Meta
-	q, opts, err := mcproto.SplitKey(cmd.Keys[0])
-	if err != nil || reservedName(q) {
+	q, opts, ok := splitRetrievalKey(cmd.Keys[0])
+	if !ok {
 		c.clientError(cmd)
 		return
 	}

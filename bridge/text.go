@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mcbridge/mcbridge/amqp"
 	"github.com/mcbridge/mcbridge/mcproto"
 )
 
@@ -92,17 +93,23 @@ func (c *conn) count(cmd *mcproto.Command, result string) {
 }
 
 // queueName checks a key of a non-retrieval command: kestrel options are
-// only for retrievals, and RabbitMQ's reserved names never reach it.
+// only for retrievals, and a name the broker would refuse never reaches it.
 func queueName(key []byte) (string, bool) {
-	if bytes.IndexByte(key, '/') >= 0 || reservedName(key) {
+	if bytes.IndexByte(key, '/') >= 0 || !amqp.ValidName(key) {
 		return "", false
 	}
 	return string(key), true
 }
 
-// reservedName: RabbitMQ refuses to declare names starting with "amq.".
-func reservedName(name []byte) bool {
-	return bytes.HasPrefix(name, []byte("amq."))
+// splitRetrievalKey splits a key of a retrieval command into its queue and its
+// kestrel options; ok is false for bad options or a name the broker would
+// refuse.
+func splitRetrievalKey(key []byte) (queue []byte, opts mcproto.KeyOptions, ok bool) {
+	queue, opts, err := mcproto.SplitKey(key)
+	if err != nil || !amqp.ValidName(queue) {
+		return nil, opts, false
+	}
+	return queue, opts, true
 }
 
 // replyError writes the reply for an operation's error.
@@ -206,8 +213,8 @@ type retrievalKey struct {
 func (c *conn) retrieve(cmd *mcproto.Command, withCas bool, lease time.Duration, leaseSet, peek bool) {
 	keys := make([]retrievalKey, len(cmd.Keys))
 	for i, k := range cmd.Keys {
-		q, opts, err := mcproto.SplitKey(k)
-		if err != nil || reservedName(q) {
+		q, opts, ok := splitRetrievalKey(k)
+		if !ok {
 			c.clientError(cmd)
 			return
 		}
