@@ -87,7 +87,7 @@ type conn struct {
 }
 
 func newConn(srv *Server, nc net.Conn) *conn {
-	counted := &countingConn{Conn: nc, srv: srv}
+	counted := &countingConn{Conn: nc, srv: srv, writeTimeout: writeTimeout(srv.cfg.Limits.ReadTimeout)}
 	c := &conn{
 		srv:  srv,
 		nc:   nc,
@@ -229,14 +229,10 @@ func (c *conn) readFailure(err error, timeoutReason closeReason) closeReason {
 	return closeReadError
 }
 
-// flush writes buffered replies, with a deadline so that a client that
-// stopped reading cannot pin the connection.
+// flush writes buffered replies.
 func (c *conn) flush() error {
 	if c.bw.Buffered() == 0 {
 		return c.replies.Err()
-	}
-	if t := c.srv.cfg.Limits.ReadTimeout; t > 0 {
-		_ = c.nc.SetWriteDeadline(time.Now().Add(t))
 	}
 	return c.replies.Flush()
 }
@@ -271,10 +267,27 @@ func (f *flushingReader) Read(p []byte) (int, error) {
 	return f.r.Read(p)
 }
 
-// countingConn feeds bytes_read and bytes_written.
+// defaultWriteTimeout bounds a write when read_timeout is off.
+const defaultWriteTimeout = 30 * time.Second
+
+// writeTimeout is how long a client may take to accept a reply's bytes:
+// read_timeout, or defaultWriteTimeout when that is off, so that a client
+// that stops reading never pins its connection and its reservations.
+func writeTimeout(readTimeout time.Duration) time.Duration {
+	if readTimeout > 0 {
+		return readTimeout
+	}
+	return defaultWriteTimeout
+}
+
+// countingConn feeds bytes_read and bytes_written, and gives every write
+// its own deadline: replies are written by flushes and, when a large reply
+// fills the write buffer, in the middle of a command, possibly long after
+// the last write of a connection that was quiet.
 type countingConn struct {
 	net.Conn
-	srv *Server
+	srv          *Server
+	writeTimeout time.Duration
 }
 
 func (c *countingConn) Read(b []byte) (int, error) {
@@ -287,6 +300,7 @@ func (c *countingConn) Read(b []byte) (int, error) {
 }
 
 func (c *countingConn) Write(b []byte) (int, error) {
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
 	n, err := c.Conn.Write(b)
 	if n > 0 {
 		c.srv.stats.bytesWritten.Add(uint64(n))
