@@ -40,8 +40,8 @@ const ackQueueLen = 4096
 // consumer's window, which is sized for it).
 const ackHold = time.Millisecond
 
-// ackWriter sends the acks, rejects and nacks of one consume connection.
-// Settling a delivery only queues it: the client's reply does not wait for
+// ackWriter sends the acks of one consume connection (give-backs are sent
+// by their fetcher, which orders them with its gets). Acking only queues: the client's reply does not wait for
 // a socket write, and the writer sends what many clients settled at once in
 // one write, acks of consecutive tags as one multiple ack. basic.ack has no
 // answer from the broker, so an ack is never more certain than "sent"; one
@@ -60,8 +60,7 @@ type ackWriter struct {
 }
 
 type ackRequest struct {
-	d    *Delivery
-	kind settleKind
+	d *Delivery
 }
 
 // heldAcks are the acks of one channel that the writer has not sent yet.
@@ -81,10 +80,10 @@ func newAckWriter(cork *corkConn, done <-chan *amqp091.Error) *ackWriter {
 	}
 }
 
-// enqueue hands a settlement to the writer; false when its queue is full.
-func (w *ackWriter) enqueue(d *Delivery, kind settleKind) bool {
+// enqueue hands an ack to the writer; false when its queue is full.
+func (w *ackWriter) enqueue(d *Delivery) bool {
 	select {
-	case w.reqs <- ackRequest{d, kind}:
+	case w.reqs <- ackRequest{d}:
 		return true
 	default:
 		return false
@@ -128,20 +127,13 @@ func (w *ackWriter) takeQueued() {
 	}
 }
 
-// take sends a give-back at once and holds an ack for flush.
+// take holds an ack for flush.
 func (w *ackWriter) take(r ackRequest) {
-	if r.kind != settleAck || r.d.ledger == nil {
-		if w.cork != nil {
-			w.cork.hold()
-			defer func() { _ = w.cork.release() }()
-		}
-		w.send(r)
-		return
-	}
-	h := w.held[r.d.ledger]
+	ledger := r.d.qc.ledger
+	h := w.held[ledger]
 	if h == nil {
 		h = &heldAcks{oldest: time.Now()}
-		w.held[r.d.ledger] = h
+		w.held[ledger] = h
 	}
 	h.ds = append(h.ds, r.d)
 }
@@ -180,10 +172,10 @@ func (w *ackWriter) flush(final bool) (next time.Time) {
 		// Marked only now that they are written: a multiple ack of a
 		// later flush may then cover them.
 		ledger.mark(tags[:sent]...)
+		// Only now may the channel be closed: an ack must not be
+		// overtaken by the channel's close.
 		for _, d := range h.ds[:sent] {
-			if d.onSettle != nil {
-				d.onSettle()
-			}
+			d.ackWritten()
 		}
 		if sent == len(h.ds) {
 			delete(w.held, ledger)
@@ -201,22 +193,16 @@ func (w *ackWriter) flush(final bool) (next time.Time) {
 // release lets go of everything held and queued without sending: the
 // connection is gone and the broker requeues its unacked deliveries.
 func (w *ackWriter) release() {
-	settle := func(d *Delivery) {
-		d.settled.Store(true)
-		if d.onSettle != nil {
-			d.onSettle()
-		}
-	}
 	for _, h := range w.held {
 		for _, d := range h.ds {
-			settle(d)
+			d.ackWritten()
 		}
 	}
 	clear(w.held)
 	for {
 		select {
 		case r := <-w.reqs:
-			settle(r.d)
+			r.d.ackWritten()
 		default:
 			return
 		}
@@ -229,17 +215,4 @@ func (w *ackWriter) release() {
 func (w *ackWriter) drain() {
 	w.once.Do(func() { close(w.quit) })
 	<-w.exited
-}
-
-func (w *ackWriter) send(r ackRequest) {
-	// A channel that closed meanwhile sends nothing: the library refuses.
-	_ = r.kind.send(r.d)
-	if r.d.ledger != nil {
-		r.d.ledger.mark(r.d.tag)
-	}
-	// Only now may the fetcher close the channel: an ack must not be
-	// overtaken by the channel's close.
-	if r.d.onSettle != nil {
-		r.d.onSettle()
-	}
 }

@@ -169,16 +169,10 @@ func (c *Client) Publish(ctx context.Context, msg Message) error {
 // nil when the queue is empty. The queue must exist (see EnsureQueue): a
 // basic.get on a missing queue closes the channel.
 func (c *Client) Get(ctx context.Context, queue string) (*Delivery, error) {
-	if c.closed.Load() {
-		return nil, ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
+	if err := c.usable(ctx); err != nil {
 		return nil, err
 	}
-	if c.pickConsume() == nil {
-		return nil, ErrNotConnected
-	}
-	d, err := c.fetcher(queue).get()
+	d, err := c.fetcher(queue).get(ctx)
 	if errors.Is(err, ErrQueueNotFound) {
 		// The queue went away behind our back: forget that it existed.
 		c.Forget(queue)
@@ -187,21 +181,58 @@ func (c *Client) Get(ctx context.Context, queue string) (*Delivery, error) {
 }
 
 // Wait returns the next message of queue within timeout, or nil, nil. It
-// waits on a consumer, not by polling the broker. The queue must exist.
+// ends early with ctx's error when ctx ends: the client went away. The
+// queue must exist.
 func (c *Client) Wait(ctx context.Context, queue string, timeout time.Duration) (*Delivery, error) {
+	if timeout <= 0 {
+		return c.Get(ctx, queue)
+	}
+	if err := c.usable(ctx); err != nil {
+		return nil, err
+	}
+	d, err := c.fetcher(queue).wait(ctx, timeout)
+	if errors.Is(err, ErrQueueNotFound) {
+		c.Forget(queue)
+	}
+	return d, err
+}
+
+// Waiters is how many waits (kestrel's /t=) are waiting on queue now.
+func (c *Client) Waiters(queue string) int {
+	c.fmu.Lock()
+	f := c.fetchers[queue]
+	c.fmu.Unlock()
+	if f == nil {
+		return 0
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.waiters)
+}
+
+// usable is nil when gets may go to the broker.
+func (c *Client) usable(ctx context.Context) error {
 	if c.closed.Load() {
-		return nil, ErrClosed
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	if c.pickConsume() == nil {
-		return nil, ErrNotConnected
+		return ErrNotConnected
 	}
-	if d, err := c.Get(ctx, queue); d != nil || err != nil {
-		return d, err
+	return nil
+}
+
+// Published tells the fetcher of queue that a message was just published
+// to it through this gateway: a wait that polls the queue looks at once.
+func (c *Client) Published(queue string) {
+	c.fmu.Lock()
+	f := c.fetchers[queue]
+	c.fmu.Unlock()
+	if f != nil {
+		f.poke()
 	}
-	if timeout <= 0 {
-		return nil, nil
-	}
-	return c.fetcher(queue).wait(ctx, timeout), nil
 }
 
 func (c *Client) pickConsume() *consumeConn {
@@ -228,6 +259,12 @@ func (c *Client) adminConn() (*amqp091.Connection, error) {
 // EnsureQueue makes sure the queue exists. With passiveFirst, an existing
 // queue is used as it is, whatever its arguments or policies (operators may
 // have created it); only a missing one is declared from spec.
+//
+// It also learns whether the queue may be fetched ahead: only a classic
+// queue may (see fetcher). A queue this client declared has spec's type; an
+// existing one is classic for sure only if declaring it again with spec's
+// arguments, on a throwaway channel, succeeds (the broker refuses a
+// declaration whose x-queue-type or other arguments differ).
 func (c *Client) EnsureQueue(ctx context.Context, spec QueueSpec, passiveFirst bool) error {
 	if _, ok := c.declared.Load(spec.Name); ok {
 		return nil
@@ -244,38 +281,53 @@ func (c *Client) EnsureQueue(ctx context.Context, spec QueueSpec, passiveFirst b
 		}
 		exists = err == nil
 	}
-	if exists && len(spec.Bindings) == 0 {
-		c.declared.Store(spec.Name, struct{}{})
+	args := spec.arguments(int(c.brokerMajor.Load()))
+	err = c.onThrowawayChannel(conn, func(ch *amqp091.Channel) error {
+		if !exists {
+			if _, err := ch.QueueDeclare(spec.Name, true, false, false, false, args); err != nil {
+				return &TopologyError{Object: describe("queue", spec.Name, spec.Origin), Err: err}
+			}
+		}
+		// Bindings are idempotent: an existing queue still gets them.
+		for _, b := range spec.Bindings {
+			if err := ch.QueueBind(spec.Name, b.RoutingKey, b.Exchange, false, nil); err != nil {
+				obj := fmt.Sprintf("binding of %s to exchange %q", describe("queue", spec.Name, spec.Origin), b.Exchange)
+				return &TopologyError{Object: obj, Err: err}
+			}
+		}
 		return nil
-	}
-	// We know the queue's type only when we declared it.
-	known := !exists
-	// A throwaway channel: a refused declaration closes the channel.
-	ch, err := conn.Channel()
+	})
 	if err != nil {
-		return fmt.Errorf("%w: open channel: %v", ErrNotConnected, err)
+		return err
 	}
-	defer ch.Close()
-	if !exists {
-		if _, err := ch.QueueDeclare(spec.Name, true, false, false, false, spec.arguments(int(c.brokerMajor.Load()))); err != nil {
-			return &TopologyError{Object: describe("queue", spec.Name, spec.Origin), Err: err}
-		}
+	classic := !spec.Quorum && !exists
+	if !spec.Quorum && exists {
+		// A refusal only closes the throwaway channel.
+		classic = c.onThrowawayChannel(conn, func(ch *amqp091.Channel) error {
+			_, err := ch.QueueDeclare(spec.Name, true, false, false, false, args)
+			return err
+		}) == nil
 	}
-	// Bindings are idempotent: an existing queue still gets them.
-	for _, b := range spec.Bindings {
-		if err := ch.QueueBind(spec.Name, b.RoutingKey, b.Exchange, false, nil); err != nil {
-			obj := fmt.Sprintf("binding of %s to exchange %q", describe("queue", spec.Name, spec.Origin), b.Exchange)
-			return &TopologyError{Object: obj, Err: err}
-		}
-	}
-	if known {
-		f := c.fetcher(spec.Name)
-		f.mu.Lock()
-		f.prefetch = !spec.Quorum
-		f.mu.Unlock()
-	}
+	c.fetcher(spec.Name).setPrefetch(classic)
 	c.declared.Store(spec.Name, struct{}{})
 	return nil
+}
+
+// onThrowawayChannel runs fn on a channel of its own, bounded by the RPC
+// timeout: a refused declaration closes the channel it was made on.
+func (c *Client) onThrowawayChannel(conn *amqp091.Connection, fn func(*amqp091.Channel) error) error {
+	var ch *amqp091.Channel
+	err := c.bounded(func() (err error) {
+		if ch, err = conn.Channel(); err != nil {
+			return fmt.Errorf("%w: open channel: %w", ErrNotConnected, err)
+		}
+		if err = fn(ch); err == nil {
+			// After an error the broker has closed it.
+			_ = ch.Close()
+		}
+		return err
+	}, nil)
+	return err
 }
 
 // Forget drops a queue from the declared cache, e.g. after the broker said
@@ -301,17 +353,12 @@ func (c *Client) QueueDepth(ctx context.Context, queue string) (depth int, found
 }
 
 func (c *Client) inspect(conn *amqp091.Connection, queue string) (amqp091.Queue, error) {
-	ch, err := conn.Channel()
-	if err != nil {
-		return amqp091.Queue{}, fmt.Errorf("%w: open channel: %v", ErrNotConnected, err)
-	}
-	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
-	if err != nil {
-		// The broker closed the channel already.
-		return amqp091.Queue{}, err
-	}
-	_ = ch.Close()
-	return q, nil
+	var q amqp091.Queue
+	err := c.onThrowawayChannel(conn, func(ch *amqp091.Channel) (err error) {
+		q, err = ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+		return err
+	})
+	return q, err
 }
 
 // ConnectionName is the name the client's connections carry (with their

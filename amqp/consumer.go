@@ -3,6 +3,7 @@ package amqp
 import (
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 )
@@ -16,76 +17,93 @@ type Delivery struct {
 	Headers     Table
 	Redelivered bool
 	MessageID   string
+	// DeliveredAt is when the broker handed it over (when it reached
+	// us): the broker's consumer_timeout counts from then.
+	DeliveredAt time.Time
 
 	ch      *amqp091.Channel
 	tag     uint64
 	settled atomic.Bool
-	// onSettle, when set, runs once after the delivery's settlement was
-	// sent (or found stale), so its fetcher knows when its channel is free.
-	onSettle func()
-	// acks, when set, sends the settlement for the caller.
-	acks *ackWriter
-	// ledger, when set, is told of the settlement once it is written.
-	ledger *tagLedger
-}
-
-func newDelivery(queue string, ch *amqp091.Channel, m *amqp091.Delivery) *Delivery {
-	return &Delivery{
-		Queue:       queue,
-		Body:        m.Body,
-		Headers:     m.Headers,
-		Redelivered: m.Redelivered,
-		MessageID:   m.MessageId,
-		ch:          ch,
-		tag:         m.DeliveryTag,
-	}
+	qc      *queueChannel // the channel that delivered it
+	f       *fetcher      // of its queue
 }
 
 // Ack acknowledges the delivery. ErrStale means its channel is gone and the
 // broker has requeued it: nothing was sent.
-func (d *Delivery) Ack() error { return d.settle(settleAck) }
+func (d *Delivery) Ack() error {
+	if !d.settled.CompareAndSwap(false, true) {
+		return ErrSettled
+	}
+	if d.ch.IsClosed() {
+		d.settledNow()
+		return ErrStale
+	}
+	// The connection's writer sends it, with others in one write; a full
+	// writer queue sends it here.
+	d.qc.acking.Add(1)
+	if d.qc.acks != nil && d.qc.acks.enqueue(d) {
+		return nil
+	}
+	d.qc.acking.Add(-1)
+	return d.send(settleAck)
+}
 
 // Requeue puts the delivery back with basic.reject(requeue), which quorum
-// queues count toward their delivery limit.
-func (d *Delivery) Requeue() error { return d.settle(settleReject) }
+// queues count toward their delivery limit. It returns once the broker has
+// it back at its place: the next get of the queue through this gateway
+// returns it before newer messages.
+func (d *Delivery) Requeue() error {
+	if !d.settled.CompareAndSwap(false, true) {
+		return ErrSettled
+	}
+	if d.ch.IsClosed() {
+		d.settledNow()
+		return ErrStale
+	}
+	d.f.giveBack([]*Delivery{d}, nil)
+	return nil
+}
 
 // Stale reports whether the delivering channel is gone.
 func (d *Delivery) Stale() bool { return d.ch.IsClosed() }
 
-// giveBack returns a prefetched delivery nobody claimed, with basic.nack:
-// it is not a processing failure, so RabbitMQ 4.3+ quorum queues do not
-// count it toward the delivery limit.
-func (d *Delivery) giveBack() error { return d.settle(settleGiveBack) }
-
-func (d *Delivery) settle(kind settleKind) error {
-	if !d.settled.CompareAndSwap(false, true) {
-		return ErrSettled
-	}
-	// A closed channel object is never reopened (we do not use the
-	// library's recovery), so its tags can never name another message.
+// sendSettle sends a settlement that the fetcher claimed for it (the
+// delivery was never handed out, or its Requeue is under way).
+func (d *Delivery) sendSettle(kind settleKind) error {
+	d.settled.Store(true)
 	if d.ch.IsClosed() {
-		if d.onSettle != nil {
-			d.onSettle()
-		}
+		d.settledNow()
 		return ErrStale
 	}
-	// Acks and give-backs go through the connection's writer; a reject is
-	// sent at once, so that the message is back in the queue when Requeue
-	// returns (a get that follows sees it).
-	if kind != settleReject && d.acks != nil && d.acks.enqueue(d, kind) {
-		return nil
-	}
+	return d.send(kind)
+}
+
+// send writes the settlement on the delivering channel. A closed channel
+// object is never reopened (we do not use the library's recovery), so its
+// tags can never name another message.
+func (d *Delivery) send(kind settleKind) error {
 	err := kind.send(d)
-	if d.ledger != nil {
-		d.ledger.mark(d.tag)
-	}
-	if d.onSettle != nil {
-		d.onSettle()
-	}
+	d.qc.ledger.mark(d.tag)
+	d.settledNow()
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrStale, err)
 	}
 	return nil
+}
+
+// settledNow tells the channel that the delivery no longer counts against
+// it. Only then may the channel be closed: a settlement must not be
+// overtaken by the channel's close.
+func (d *Delivery) settledNow() {
+	if d.qc.outstanding.Add(-1) == 0 && d.qc.retired.Load() {
+		d.qc.closeAsync(d.f.c)
+	}
+}
+
+// ackWritten is settledNow for an ack that went through the writer.
+func (d *Delivery) ackWritten() {
+	d.qc.acking.Add(-1)
+	d.settledNow()
 }
 
 // consumeConn is one consuming connection. Channels on it are opened by

@@ -5,98 +5,149 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 )
 
-// A fetcher serves one queue's gets and waits on channels of its own. Keeping
-// a queue's deliveries on its own channels means a basic.get that fails (the
-// broker closes the channel with 404 when an operator deleted the queue)
-// only makes that queue's reservations stale, never another queue's.
+// A fetcher serves one queue's gets and waits (kestrel's /t=).
 //
-// Gets use basic.get: a message leaves the queue only when a client asked.
-// When a classic queue is busy (gets back to back), a consumer prefetches
-// for the gets, saving them the broker round trip. Waits (kestrel's /t=)
-// use a consumer too, while anybody waits. What a consumer brings beyond
-// what gets and waiters claim is held at most prefetch deliveries and for
-// less than a second, then given back with basic.nack.
+// A get reserves a message with basic.get: it leaves the queue only when a
+// client asks. On a busy classic queue that this gateway knows the type of
+// (it declared it), a consumer fetches ahead instead, which saves the gets
+// a round trip each; waits use the consumer too. Quorum queues and queues
+// of unknown type are never fetched ahead: before RabbitMQ 4.3 every
+// message given back counts toward a quorum queue's delivery limit, so a
+// message must never be taken that no client asked for. Waits on them poll
+// with basic.get while a client waits.
+//
+// The consumer's states, one per fetcher, all changed under mu:
+//
+//	            hot gets or a waiter, no basic.get in flight
+//	   ┌──────┐ ───────────────────────────────────────────► ┌──────────┐
+//	   │ idle │                                              │ starting │
+//	   └──────┘ ◄─────────────────── consume failed ──────── └──────────┘
+//	      ▲                                                      │ consume-ok
+//	      │ cancel-ok and the last                               ▼
+//	      │ deliveries taken in         no demand, clogged,  ┌─────────┐
+//	   ┌──────────┐ ◄───────────────── or a give-back ────── │ flowing │
+//	   │ stopping │                                          └─────────┘
+//	   └──────────┘
+//
+// Invariants, which keep the order of the queue for a client that gets
+// one message after the other, give-backs included:
+//   - basic.get runs only in idle, with no give-back in progress; a
+//     consumer starts only when no basic.get is in flight. The two
+//     streams of messages never overlap, so a later basic.get never
+//     overtakes a delivery on its way to the consumer.
+//   - Prefetched deliveries that nobody claimed (buf) are older than
+//     anything either stream brings next; gets and waiters take them first.
+//   - A give-back (a reservation requeued, prefetched deliveries returned)
+//     stops the consumer first, waits for the basic.gets in flight, puts
+//     everything back at once and ends with a barrier round trip: the next
+//     get or consumer finds the message back at its place (the head, for
+//     the message a client just gave back).
+//   - Deliveries in buf belong to the pump, which gives them back before it
+//     exits; those of a channel that closed are dropped (the broker
+//     requeued them). Nothing is stranded.
+type fetcher struct {
+	c     *Client
+	queue string
+
+	mu      sync.Mutex
+	opened  *sync.Cond      // on mu: a get channel finished opening
+	chans   []*queueChannel // guarded by mu: get channels
+	opening int             // guarded by mu: get channels being opened
+	next    int             // guarded by mu
+
+	// The rest is guarded by mu too.
+	state    fetchState
+	prefetch bool // the queue is known to be classic: it may be fetched ahead
+	cons     *consumer
+	rewinds  int // give-backs in progress: no basic.get or consumer starts
+	gets     int // basic.gets in flight
+	pumping  bool
+	buf      []buffered // unclaimed prefetched deliveries, oldest first
+	waiters  []*waiter  // oldest first
+	lastGet  time.Time
+	hotUntil time.Time // gets keep the consumer wanted until then
+	// startAfter delays the next consumer start after one failed.
+	startAfter time.Time
+	// changed is closed and replaced whenever a waiting get may proceed.
+	changed chan struct{}
+	// wake pokes the pump (buffered 1).
+	wake chan struct{}
+}
+
+// fetchState is the state of a fetcher's consumer; see fetcher.
+type fetchState uint8
+
 const (
-	// maxQueueChannels bounds the concurrent basic.get RPCs per queue.
-	maxQueueChannels = 8
-	// channelIdle: a get channel with nothing unsettled is closed after
-	// this long unused.
-	channelIdle = 30 * time.Second
-	// giveBackAfter: an unclaimed prefetched delivery older than this goes
-	// back; with janitorTick nothing is held a second.
-	giveBackAfter = 700 * time.Millisecond
-	janitorTick   = 250 * time.Millisecond
-	// idleAfter: no wait for this long cancels the consumer.
-	idleAfter = time.Second
+	stateIdle fetchState = iota
+	stateStarting
+	stateFlowing
+	stateStopping
+)
+
+func (s fetchState) String() string {
+	return [...]string{"idle", "starting", "flowing", "stopping"}[s]
+}
+
+const (
+	// hotWindow: a get within this of the previous one makes the queue
+	// hot: the consumer is wanted.
+	hotWindow = 200 * time.Millisecond
+	// idleAfter: without gets or waiters for this long, the consumer is
+	// cancelled and what it fetched unclaimed goes back, so nothing is
+	// held for a second.
+	idleAfter = 500 * time.Millisecond
+	// flowWait: how long a get of a flowing queue waits for the consumer.
+	flowWait = 20 * time.Millisecond
+	// missGrace: a get of a flowing queue whose buffer is empty waits this
+	// long for a delivery on its way, then asks the broker whether
+	// anything is ready: if not, it is a miss at once.
+	missGrace = 2 * time.Millisecond
+	// pumpTick: how often the pump looks at its consumer.
+	pumpTick = 100 * time.Millisecond
+	// Waits on a queue that is not fetched ahead poll with basic.get,
+	// from pollMin up to pollMax apart while the queue stays empty. A set
+	// through this gateway to the queue polls at once.
+	pollMin = 5 * time.Millisecond
+	pollMax = 100 * time.Millisecond
+	// startRetry spaces consumer starts after one failed.
+	startRetry = 250 * time.Millisecond
 	// defaultPrefetch bounds what a wait consumer holds unclaimed.
 	defaultPrefetch = 8
 	// defaultHotPrefetch is the window of a consumer that serves gets of a
-	// busy classic queue.
+	// busy classic queue. Reservations that clients hold count against it.
 	defaultHotPrefetch = 128
-	// hotWindow: a get within this of the previous one makes the queue hot.
-	hotWindow = 200 * time.Millisecond
-	// flowWait: how long a get of a hot queue waits for the flowing
-	// consumer's next delivery before it asks with basic.get.
-	flowWait = 20 * time.Millisecond
-	// missGrace: how long a get of a hot queue waits for a delivery that
-	// may be on its way before it answers a miss.
-	missGrace = 5 * time.Millisecond
 )
 
 // ErrQueueNotFound: the queue does not exist (any more); the broker closed
 // the channel that asked.
 var ErrQueueNotFound = errors.New("amqp: queue not found")
 
-type fetcher struct {
-	c     *Client
-	queue string
-
-	mu       sync.Mutex
-	opened   *sync.Cond      // on mu: a channel finished opening
-	chans    []*queueChannel // guarded by mu
-	opening  int             // guarded by mu: channels being opened
-	next     int             // guarded by mu
-	running  bool            // guarded by mu: a wait consumer runs
-	buf      []buffered      // guarded by mu: unclaimed prefetched deliveries, oldest first
-	waiters  []chan *Delivery
-	lastWait time.Time
-	lastGet  time.Time
-	// prefetch: the queue is known to be classic (we declared it), so gets
-	// may prefetch. Never for quorum or unknown queues: before RabbitMQ
-	// 4.3 every message given back counts toward a quorum delivery limit.
-	prefetch bool
-	// arrived is closed and replaced whenever a delivery is buffered.
-	arrived chan struct{}
-	// flowing is the channel of the prefetching consumer while it consumes
-	// (nil otherwise), flowingWindow its window: while it holds fewer
-	// deliveries than that, the broker sends it more.
-	flowing       *queueChannel
-	flowingWindow int
-	// drained: a basic.get found the queue empty and no delivery came
-	// since; gets then ask at once rather than wait for the consumer.
-	drained bool
-}
-
 type buffered struct {
 	d  *Delivery
 	at time.Time
 }
 
-// queueChannel is one channel of a fetcher. RPCs on it are serialised:
-// amqp091-go matches RPC replies to callers by arrival order only.
-type queueChannel struct {
-	mu          sync.Mutex
-	ch          *amqp091.Channel
-	acks        *ackWriter   // of the channel's connection
-	ledger      *tagLedger   // of the channel's delivery tags
-	outstanding atomic.Int64 // deliveries not yet settled
-	lastUse     atomic.Int64 // unix nanos
+// consumer is the fetcher's consumer subscription.
+type consumer struct {
+	qc         *queueChannel
+	tag        string
+	window     int
+	deliveries <-chan amqp091.Delivery
+}
+
+// waiter is a wait (or a get of a flowing queue) for the next delivery.
+type waiter struct {
+	got chan waitResult // buffered 1; written once
+}
+
+type waitResult struct {
+	d   *Delivery
+	err error
 }
 
 func (c *Client) fetcher(queue string) *fetcher {
@@ -104,196 +155,48 @@ func (c *Client) fetcher(queue string) *fetcher {
 	defer c.fmu.Unlock()
 	f := c.fetchers[queue]
 	if f == nil {
-		f = &fetcher{c: c, queue: queue, arrived: make(chan struct{})}
+		f = &fetcher{c: c, queue: queue, changed: make(chan struct{}), wake: make(chan struct{}, 1)}
 		f.opened = sync.NewCond(&f.mu)
 		c.fetchers[queue] = f
 	}
 	return f
 }
 
-// get fetches one message: one a consumer prefetched (for busy gets or for
-// waiters) if there is one, else by basic.get. nil, nil: the queue is
-// empty.
-//
-// While a prefetching consumer has room in its window and the queue was not
-// found empty since its last delivery, the broker is pushing it the queue's
-// next messages: a get that finds the buffer empty waits for the next of
-// them (flowWait at most) before it asks with basic.get. Asking first puts
-// a synchronous call into the queue process that is delivering to the
-// consumer: at 16 busy clients such a basic.get took ≈6 ms, and the
-// broker's delivery stream pauses now and then for 5-20 ms, which a wait
-// rides out and a basic.get does not shorten.
-func (f *fetcher) get() (*Delivery, error) {
+// setPrefetch says whether the queue may be fetched ahead: only when it is
+// known to be classic.
+func (f *fetcher) setPrefetch(ok bool) {
 	f.mu.Lock()
-	d := f.popLocked()
-	now := time.Now()
-	hot := now.Sub(f.lastGet) < hotWindow
-	f.lastGet = now
-	if d == nil && hot && f.prefetch && !f.running {
-		f.startLocked()
-	}
-	var next chan *Delivery
-	if d == nil && f.prefetch && !f.drained && f.flowing != nil &&
-		f.flowing.outstanding.Load() < int64(f.flowingWindow) {
-		next = f.addWaiterLocked()
-	}
+	f.prefetch = ok
 	f.mu.Unlock()
-	if d != nil {
-		return d, nil
-	}
-	if next != nil {
-		if d := f.awaitDelivery(context.Background(), next, flowWait); d != nil {
-			return d, nil
-		}
-	}
-	f.mu.Lock()
-	consuming := f.running
-	arrived := f.arrived
-	f.mu.Unlock()
-	d, err := f.basicGet()
-	if d == nil && err == nil {
-		f.mu.Lock()
-		f.drained = true
-		f.mu.Unlock()
-	}
-	if d != nil || err != nil || !consuming {
-		return d, err
-	}
-	// The queue looked empty, but a message may be on its way to our
-	// consumer (a consumer just started, or a slow delivery): give it a
-	// moment rather than answer a miss that is not.
-	t := time.NewTimer(missGrace)
-	defer t.Stop()
+}
+
+// notifyLocked wakes the gets waiting for a change.
+func (f *fetcher) notifyLocked() {
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// poke wakes the pump, if it runs.
+func (f *fetcher) poke() {
 	select {
-	case <-arrived:
-	case <-t.C:
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.popLocked(), nil
-}
-
-func (f *fetcher) startLocked() {
-	f.running = true
-	if !f.c.goFetch(f.consume) {
-		f.running = false
+	case f.wake <- struct{}{}:
+	default:
 	}
 }
 
-// basicGet fetches one message with basic.get.
-func (f *fetcher) basicGet() (*Delivery, error) {
-	qc, err := f.channel()
-	if err != nil {
-		return nil, err
+// ensurePumpLocked starts the pump unless it runs.
+func (f *fetcher) ensurePumpLocked() {
+	if f.pumping {
+		f.poke()
+		return
 	}
-	defer qc.mu.Unlock()
-	qc.lastUse.Store(time.Now().UnixNano())
-	msg, ok, err := qc.ch.Get(f.queue, false)
-	if err != nil {
-		if isNotFound(err) {
-			return nil, fmt.Errorf("%w: %q", ErrQueueNotFound, f.queue)
-		}
-		return nil, fmt.Errorf("%w: get from queue %q: %v", ErrNotConnected, f.queue, err)
+	f.pumping = true
+	if !f.c.goFetch(f.pump) {
+		f.pumping = false
 	}
-	if !ok {
-		return nil, nil
-	}
-	return qc.track(newDelivery(f.queue, qc.ch, &msg)), nil
 }
 
-func (qc *queueChannel) track(d *Delivery) *Delivery {
-	d.acks = qc.acks
-	d.ledger = qc.ledger
-	qc.outstanding.Add(1)
-	d.onSettle = func() { qc.outstanding.Add(-1) }
-	return d
-}
-
-// channel returns a live channel of the queue, locked for one RPC: an idle
-// one, else a new one up to maxQueueChannels, else the next busy one.
-func (f *fetcher) channel() (*queueChannel, error) {
-	f.mu.Lock()
-	live := f.chans[:0]
-	for _, qc := range f.chans {
-		if !qc.ch.IsClosed() {
-			live = append(live, qc)
-		}
-	}
-	clear(f.chans[len(live):])
-	f.chans = live
-	for _, qc := range f.chans {
-		if qc.mu.TryLock() {
-			f.mu.Unlock()
-			return qc, nil
-		}
-	}
-	if len(f.chans)+f.opening < maxQueueChannels {
-		f.opening++
-		f.mu.Unlock()
-		qc, err := f.open()
-		f.mu.Lock()
-		f.opening--
-		if err == nil {
-			qc.mu.Lock()
-			f.chans = append(f.chans, qc)
-		}
-		f.opened.Broadcast()
-		f.mu.Unlock()
-		return qc, err
-	}
-	// Channels being opened will do: wait for one.
-	for len(f.chans) == 0 && f.opening > 0 {
-		f.opened.Wait()
-	}
-	if len(f.chans) == 0 {
-		f.mu.Unlock()
-		return nil, ErrNotConnected
-	}
-	f.next++
-	qc := f.chans[f.next%len(f.chans)]
-	f.mu.Unlock()
-	qc.mu.Lock()
-	if qc.ch.IsClosed() {
-		qc.mu.Unlock()
-		return nil, ErrNotConnected
-	}
-	return qc, nil
-}
-
-// open opens a channel on a consume connection, and a goroutine that tells
-// the observer when it dies, so that its reservations are dropped at once.
-func (f *fetcher) open() (*queueChannel, error) {
-	cc := f.c.pickConsume()
-	if cc == nil {
-		return nil, ErrNotConnected
-	}
-	conn := cc.sup.current()
-	if conn == nil {
-		return nil, ErrNotConnected
-	}
-	ch, err := conn.Channel()
-	if err != nil {
-		return nil, fmt.Errorf("%w: open channel: %v", ErrNotConnected, err)
-	}
-	qc := &queueChannel{ch: ch, acks: cc.acks.Load(), ledger: newTagLedger()}
-	qc.lastUse.Store(time.Now().UnixNano())
-	closed := ch.NotifyClose(make(chan *amqp091.Error, 1))
-	f.c.goFetch(func() {
-		select {
-		case err := <-closed:
-			if err != nil {
-				f.c.opts.Logger.Debug("queue channel closed", "queue", f.queue, "err", err)
-			}
-			if qc.outstanding.Load() > 0 {
-				f.c.opts.Observer.DeliveriesLost()
-			}
-		case <-f.c.runCtx.Done():
-			// Closing the connection closes the channel.
-		}
-	})
-	return qc, nil
-}
-
+// popLocked takes the oldest live unclaimed delivery.
 func (f *fetcher) popLocked() *Delivery {
 	for len(f.buf) > 0 {
 		b := f.buf[0]
@@ -306,257 +209,532 @@ func (f *fetcher) popLocked() *Delivery {
 	return nil
 }
 
-// wait returns the next delivery within timeout, or nil. It does not poll:
-// a consumer hands the first arrival to the oldest waiter.
-func (f *fetcher) wait(ctx context.Context, timeout time.Duration) *Delivery {
+// get fetches one message, nil when there is none. See fetcher for which
+// way.
+func (f *fetcher) get(ctx context.Context) (*Delivery, error) {
+	start := time.Now()
 	f.mu.Lock()
-	f.lastWait = time.Now()
-	if d := f.popLocked(); d != nil {
+	hot := start.Sub(f.lastGet) < hotWindow
+	f.lastGet = start
+	if hot && f.prefetch {
+		f.hotUntil = start.Add(idleAfter)
+	}
+	probed := false
+	seen := f.state
+	for {
+		if d := f.popLocked(); d != nil {
+			f.mu.Unlock()
+			return d, nil
+		}
+		now := time.Now()
+		if f.state != seen {
+			// The waits below count from when the consumer got where
+			// it is.
+			seen, start = f.state, now
+		}
+		switch {
+		case f.state == stateIdle && f.rewinds == 0 && (!f.prefetch || now.After(f.hotUntil)):
+			f.gets++
+			f.mu.Unlock()
+			d, err := f.basicGet()
+			f.mu.Lock()
+			f.gets--
+			if f.gets == 0 {
+				f.notifyLocked()
+				if f.pumping {
+					f.poke()
+				}
+			}
+			f.mu.Unlock()
+			return d, err
+		case f.state == stateIdle && f.rewinds == 0:
+			// Hot: the consumer is wanted; wait for it.
+			f.ensurePumpLocked()
+		case f.state == stateFlowing && !probed && now.Sub(start) >= missGrace && f.cons.hasRoom(f):
+			// Nothing came while the consumer had room: if nothing is
+			// ready either, all there is is on its way to us, or held.
+			probed = true
+			cs := f.cons
+			f.mu.Unlock()
+			n, err := f.readyCount()
+			if errors.Is(err, ErrQueueNotFound) {
+				return nil, err
+			}
+			if err == nil && n == 0 {
+				// What the broker pushed before it answered has reached
+				// us after a round trip on the consumer's channel; then
+				// the pump takes it (missGrace at most) or it is a miss.
+				f.consumerBarrier(cs)
+				start = time.Now().Add(missGrace - flowWait)
+			}
+			f.mu.Lock()
+			continue
+		case f.state == stateFlowing && !f.cons.hasRoom(f):
+			f.poke() // clogged: the pump starts a fresh consumer
+		}
+		// How long to wait for a change: the consumer's next delivery
+		// while it flows (probing for a miss after missGrace); the end of
+		// a start, stop or give-back, which an RPC timeout bounds.
+		until := start.Add(flowWait)
+		switch {
+		case f.state == stateFlowing && !probed && f.cons.hasRoom(f):
+			until = start.Add(missGrace)
+		case f.state != stateFlowing || f.rewinds > 0:
+			until = start.Add(f.c.opts.RPCTimeout)
+		}
+		if !now.Before(until) {
+			f.mu.Unlock()
+			return nil, nil
+		}
+		changed := f.changed
 		f.mu.Unlock()
-		return d
+		if !sleepUntilChange(ctx, changed, until.Sub(now)) {
+			return nil, ctx.Err()
+		}
+		f.mu.Lock()
 	}
-	ch := f.addWaiterLocked()
-	if !f.running {
-		f.startLocked()
-	}
-	f.mu.Unlock()
-	d := f.awaitDelivery(ctx, ch, timeout)
-	f.mu.Lock()
-	f.lastWait = time.Now()
-	f.mu.Unlock()
-	return d
 }
 
-func (f *fetcher) addWaiterLocked() chan *Delivery {
-	ch := make(chan *Delivery, 1)
-	f.waiters = append(f.waiters, ch)
-	return ch
-}
-
-// awaitDelivery waits for the consumer to hand ch a delivery, for timeout
-// at most, then leaves the queue of waiters.
-func (f *fetcher) awaitDelivery(ctx context.Context, ch chan *Delivery, timeout time.Duration) *Delivery {
-	t := time.NewTimer(timeout)
+// sleepUntilChange waits for changed to close or d to pass; false when ctx
+// ended.
+func sleepUntilChange(ctx context.Context, changed <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
-	case d := <-ch:
-		return d
+	case <-changed:
 	case <-t.C:
 	case <-ctx.Done():
+		return false
 	}
-	f.mu.Lock()
-	for i, w := range f.waiters {
-		if w == ch {
-			f.waiters = append(f.waiters[:i], f.waiters[i+1:]...)
-			break
+	return true
+}
+
+// consumerBarrier is a round trip on the consumer's channel: deliveries
+// the broker pushed before it are then with the library (a basic.qos that
+// repeats the window changes nothing).
+func (f *fetcher) consumerBarrier(cs *consumer) {
+	if !cs.qc.lockOpen() {
+		return
+	}
+	_ = cs.qc.rpc(f.c, func() error { return cs.qc.ch.Qos(cs.window, 0, false) }, nil)
+}
+
+// hasRoom reports whether the broker may still push deliveries to the
+// consumer: reservations that clients hold count against its window.
+func (cs *consumer) hasRoom(f *fetcher) bool {
+	return cs.heldLocked(f) < cs.window/2
+}
+
+// heldLocked counts the consumer's deliveries that clients hold. (Acks on
+// their way to the broker count against the window too, but only for a
+// moment: a consumer is not replaced for them.)
+func (cs *consumer) heldLocked(f *fetcher) int {
+	held := int(cs.qc.outstanding.Load() - cs.qc.acking.Load())
+	for _, b := range f.buf {
+		if b.d.qc == cs.qc {
+			held--
 		}
 	}
+	return held
+}
+
+// wait returns the next message within timeout, nil when none came. It
+// ends early, with ctx's error, when ctx ends (the client went away); a
+// message handed to it just then goes to the next in line.
+func (f *fetcher) wait(ctx context.Context, timeout time.Duration) (*Delivery, error) {
+	f.mu.Lock()
+	if d := f.popLocked(); d != nil {
+		f.mu.Unlock()
+		return d, nil
+	}
+	w := &waiter{got: make(chan waitResult, 1)}
+	f.waiters = append(f.waiters, w)
+	f.ensurePumpLocked()
 	f.mu.Unlock()
-	// A delivery handed over just as we gave up is still ours.
+
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	var ctxErr error
 	select {
-	case d := <-ch:
-		return d
-	default:
-		return nil
-	}
-}
-
-// consume runs a consumer for the queue while gets are busy or anybody
-// waits, and keeps its channel until its deliveries are settled.
-func (f *fetcher) consume() {
-	for {
-		qc, deliveries, tag, window, err := f.startConsumer()
-		if err != nil {
-			f.c.opts.Logger.Debug("consumer not started", "queue", f.queue, "err", err)
-			f.mu.Lock()
-			f.running = false
-			f.mu.Unlock()
-			return
-		}
-		if !f.serveConsumer(qc, deliveries, tag, window) {
-			return
-		}
-	}
-}
-
-func (f *fetcher) startConsumer() (*queueChannel, <-chan amqp091.Delivery, string, int, error) {
-	qc, err := f.open()
-	if err != nil {
-		return nil, nil, "", 0, err
+	case r := <-w.got:
+		return r.d, r.err
+	case <-t.C:
+	case <-ctx.Done():
+		ctxErr = ctx.Err()
 	}
 	f.mu.Lock()
-	window := f.c.opts.Prefetch
-	if f.prefetch {
-		// Claimed deliveries count against the window: leave room for
-		// many clients holding one each.
-		window = f.c.opts.HotPrefetch
-	}
+	f.removeWaiterLocked(w)
 	f.mu.Unlock()
-	if err := qc.ch.Qos(window, 0, false); err != nil {
-		_ = qc.ch.Close()
-		return nil, nil, "", 0, err
+	select {
+	case r := <-w.got:
+		// Handed over as we gave up.
+		if ctxErr == nil || r.d == nil {
+			return r.d, r.err
+		}
+		f.unclaimed(r.d)
+	default:
 	}
-	tag := f.c.consumerTag()
-	deliveries, err := qc.ch.Consume(f.queue, tag, false, false, false, false, nil)
-	if err != nil {
-		_ = qc.ch.Close()
-		return nil, nil, "", 0, err
-	}
-	return qc, deliveries, tag, window, nil
+	return nil, ctxErr
 }
 
-// serveConsumer hands the consumer's deliveries to waiters and the buffer.
-// It returns true when the consumer was retired and a fresh one should
-// start: reservations that clients hold count against the window, and a
-// window full of them would starve waiters while the queue has messages.
-// The retired channel stays open for those reservations, as a get channel.
-func (f *fetcher) serveConsumer(qc *queueChannel, deliveries <-chan amqp091.Delivery, tag string, window int) (retired bool) {
-	closed := qc.ch.NotifyClose(make(chan *amqp091.Error, 1))
-	consuming, retiring := true, false
-	f.setFlowing(qc, window)
-	defer f.setFlowing(nil, 0)
-	tick := time.NewTicker(janitorTick)
+func (f *fetcher) removeWaiterLocked(w *waiter) {
+	for i, x := range f.waiters {
+		if x == w {
+			f.waiters = append(f.waiters[:i], f.waiters[i+1:]...)
+			return
+		}
+	}
+}
+
+// unclaimed takes back a delivery that a waiter left behind: the next
+// waiter gets it, else it waits in the buffer (still the oldest), else,
+// with no consumer to keep it for, it goes back to the queue.
+func (f *fetcher) unclaimed(d *Delivery) {
+	f.mu.Lock()
+	if len(f.waiters) > 0 {
+		w := f.waiters[0]
+		f.waiters = f.waiters[1:]
+		f.mu.Unlock()
+		w.got <- waitResult{d: d}
+		return
+	}
+	if f.pumping && f.prefetch {
+		f.buf = append([]buffered{{d: d, at: time.Now()}}, f.buf...)
+		f.notifyLocked()
+		f.mu.Unlock()
+		return
+	}
+	f.mu.Unlock()
+	f.giveBack(nil, []*Delivery{d})
+}
+
+// dispatchLocked hands unclaimed deliveries to waiters, oldest first.
+func (f *fetcher) dispatchLocked() {
+	for f.rewinds == 0 && len(f.waiters) > 0 {
+		d := f.popLocked()
+		if d == nil {
+			return
+		}
+		w := f.waiters[0]
+		f.waiters = f.waiters[1:]
+		w.got <- waitResult{d: d}
+	}
+}
+
+// failWaitersLocked ends every wait with err.
+func (f *fetcher) failWaitersLocked(err error) {
+	for _, w := range f.waiters {
+		w.got <- waitResult{err: err}
+	}
+	f.waiters = nil
+}
+
+// giveBack puts deliveries back in the queue: rejects (basic.reject with
+// requeue: a client had them, and a quorum queue counts that) and nacks
+// (basic.nack with requeue: nobody claimed them). Every unclaimed
+// prefetched delivery goes back with them. It returns when the broker has
+// them back (see fetcher for the order this keeps).
+func (f *fetcher) giveBack(rejects, nacks []*Delivery) {
+	f.mu.Lock()
+	f.rewinds++
+	// Both end within an RPC timeout or two, unless the broker froze;
+	// then the give-back goes ahead without them (its order is lost in
+	// that fault, nothing else).
+	deadline := time.Now().Add(2 * f.c.opts.RPCTimeout)
+	for (f.state != stateIdle || f.gets > 0) && time.Now().Before(deadline) {
+		if f.state != stateIdle {
+			f.poke() // the pump stops its consumer
+		}
+		changed := f.changed
+		f.mu.Unlock()
+		sleepUntilChange(context.Background(), changed, time.Until(deadline))
+		f.mu.Lock()
+	}
+	for _, b := range f.buf {
+		nacks = append(nacks, b.d)
+	}
+	clear(f.buf)
+	f.buf = f.buf[:0]
+	f.mu.Unlock()
+
+	var touched []*queueChannel
+	settle := func(d *Delivery, kind settleKind) {
+		if kind == settleGiveBack {
+			f.c.noteGivenBack(d.MessageID)
+		}
+		if d.sendSettle(kind) == nil && !containsChannel(touched, d.qc) {
+			touched = append(touched, d.qc)
+		}
+	}
+	for _, d := range rejects {
+		settle(d, settleReject)
+	}
+	for _, d := range nacks {
+		settle(d, settleGiveBack)
+	}
+	for _, qc := range touched {
+		f.barrier(qc)
+	}
+
+	f.mu.Lock()
+	f.rewinds--
+	f.notifyLocked()
+	if f.pumping {
+		f.poke()
+	}
+	f.mu.Unlock()
+}
+
+func containsChannel(qcs []*queueChannel, qc *queueChannel) bool {
+	for _, x := range qcs {
+		if x == qc {
+			return true
+		}
+	}
+	return false
+}
+
+// pumpAction is what the pump does next; decideLocked chooses it.
+type pumpAction uint8
+
+const (
+	actWait         pumpAction = iota // for deliveries, a poke or the tick
+	actStart                          // subscribe a consumer
+	actStop                           // cancel the consumer
+	actPoll                           // basic.get for a waiter
+	actReturnBuffer                   // give back what nobody claimed
+	actExit
+)
+
+// decideLocked is the pump's one place of decision: the transitions of the
+// diagram in fetcher's comment that the pump makes, from what is wanted now.
+func (f *fetcher) decideLocked(now time.Time) pumpAction {
+	wanted := len(f.waiters) > 0 || now.Before(f.hotUntil)
+	switch f.state {
+	case stateIdle:
+		switch {
+		case f.rewinds > 0:
+			return actWait // the give-back pokes us when done
+		case wanted && f.prefetch && now.Before(f.startAfter):
+			return actWait
+		case wanted && f.prefetch && f.gets == 0:
+			f.state = stateStarting
+			return actStart
+		case wanted && f.prefetch:
+			return actWait // the gets in flight poke us when done
+		case len(f.waiters) > 0:
+			return actPoll
+		case len(f.buf) > 0:
+			return actReturnBuffer
+		}
+		f.pumping = false
+		return actExit
+	case stateFlowing:
+		if f.rewinds > 0 || !wanted || !f.cons.hasRoom(f) {
+			f.state = stateStopping
+			return actStop
+		}
+	}
+	return actWait
+}
+
+// pump runs the queue's consumer, or polls for its waiters, and settles
+// what it fetched unclaimed, until nothing is wanted and nothing is held.
+func (f *fetcher) pump() {
+	tick := time.NewTicker(pumpTick)
 	defer tick.Stop()
+	poll := pollMin
 	for {
+		f.mu.Lock()
+		act := f.decideLocked(time.Now())
+		var deliveries <-chan amqp091.Delivery
+		if f.cons != nil {
+			deliveries = f.cons.deliveries
+		}
+		f.mu.Unlock()
+
+		var pollTimer <-chan time.Time
+		switch act {
+		case actExit:
+			return
+		case actStart:
+			f.startConsumer()
+			continue
+		case actStop:
+			f.stopConsumer()
+			continue
+		case actReturnBuffer:
+			f.giveBack(nil, nil)
+			continue
+		case actPoll:
+			if f.poll() {
+				poll = pollMin
+				continue
+			}
+			poll = min(2*poll, pollMax)
+			pollTimer = time.After(poll)
+		}
 		select {
 		case m, ok := <-deliveries:
 			if !ok {
-				// Cancelled by us, or by the broker (queue deleted).
-				deliveries, consuming = nil, false
-				f.setFlowing(nil, 0)
-				if retiring {
-					f.mu.Lock()
-					f.chans = append(f.chans, qc)
-					f.mu.Unlock()
-					return true
-				}
+				f.consumerEnded()
 				continue
 			}
-			d := qc.track(newDelivery(f.queue, qc.ch, &m))
-			d.Redelivered = m.Redelivered && !f.c.wasGivenBack(m.MessageId)
-			f.mu.Lock()
-			f.drained = false
-			if len(f.waiters) > 0 {
-				w := f.waiters[0]
-				f.waiters = f.waiters[1:]
-				w <- d
-			} else {
-				f.buf = append(f.buf, buffered{d: d, at: time.Now()})
-				close(f.arrived)
-				f.arrived = make(chan struct{})
-			}
-			f.mu.Unlock()
-
-		case <-closed:
-			f.mu.Lock()
-			f.running = false
-			f.buf = nil
-			f.mu.Unlock()
-			return false
-
+			f.deliver(m)
+		case <-pollTimer:
+		case <-f.wake:
+			poll = pollMin
 		case <-tick.C:
-			back, idle, held := f.expire(time.Now(), qc)
-			for _, d := range back {
-				f.c.noteGivenBack(d.MessageID)
-				_ = d.giveBack()
-			}
-			switch {
-			case retiring:
-				// Waiting for the cancelled consumer's last deliveries.
-			case consuming && held >= window/2:
-				consuming, retiring = false, true
-				f.setFlowing(nil, 0)
-				_ = qc.ch.Cancel(tag, false)
-			case idle && consuming:
-				consuming = false
-				f.setFlowing(nil, 0)
-				// Deliveries already under way still arrive; then the
-				// library closes deliveries.
-				_ = qc.ch.Cancel(tag, false)
-			case idle && deliveries == nil && qc.outstanding.Load() == 0:
-				f.mu.Lock()
-				if len(f.waiters) == 0 {
-					f.running = false
-					f.mu.Unlock()
-					_ = qc.ch.Close()
-					return false
-				}
-				f.mu.Unlock()
-			case !idle && deliveries == nil:
-				// Wanted again before the channel was released.
-				var err error
-				tag = f.c.consumerTag()
-				if deliveries, err = qc.ch.Consume(f.queue, tag, false, false, false, false, nil); err == nil {
-					consuming = true
-					f.setFlowing(qc, window)
-				} else {
-					deliveries = nil
-				}
-			}
-
 		case <-f.c.runCtx.Done():
-			// Closing the connection requeues whatever is unacked.
-			return false
+			// Closing the connections requeues whatever is unacked.
+			f.mu.Lock()
+			f.failWaitersLocked(ErrClosed)
+			f.cons, f.state, f.pumping = nil, stateIdle, false
+			clear(f.buf)
+			f.buf = f.buf[:0]
+			f.notifyLocked()
+			f.mu.Unlock()
+			return
 		}
 	}
 }
 
-func (f *fetcher) setFlowing(qc *queueChannel, window int) {
-	f.mu.Lock()
-	f.flowing, f.flowingWindow = qc, window
-	f.mu.Unlock()
-}
-
-// expire takes the prefetched deliveries that waited too long, says whether
-// nobody has wanted the queue for a while, and how many of qc's deliveries
-// clients hold.
-func (f *fetcher) expire(now time.Time, qc *queueChannel) (back []*Delivery, idle bool, held int) {
+// deliver takes one of the consumer's deliveries.
+func (f *fetcher) deliver(m amqp091.Delivery) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	keep := f.buf[:0]
-	buffered := 0
-	for _, b := range f.buf {
-		if now.Sub(b.at) > giveBackAfter {
-			back = append(back, b.d)
-			if b.d.ch == qc.ch {
-				buffered++
-			}
-			continue
-		}
-		keep = append(keep, b)
-		if b.d.ch == qc.ch {
-			buffered++
-		}
-	}
-	clear(f.buf[len(keep):])
-	f.buf = keep
-	// Deliveries of qc that clients hold: outstanding, less the buffered
-	// ones (including those about to be given back).
-	held = int(qc.outstanding.Load()) - buffered
-	idle = len(f.waiters) == 0 && now.Sub(f.lastWait) > idleAfter && now.Sub(f.lastGet) > idleAfter
-	return back, idle, held
+	d := f.cons.qc.track(f, &m)
+	f.buf = append(f.buf, buffered{d: d, at: time.Now()})
+	f.dispatchLocked()
+	f.notifyLocked()
 }
 
-// closeIdle closes get channels unused for channelIdle with nothing
-// unsettled on them.
-func (f *fetcher) closeIdle(now time.Time) {
+// startConsumer subscribes a consumer on a channel of its own, in state
+// starting.
+func (f *fetcher) startConsumer() {
 	f.mu.Lock()
-	var idle []*queueChannel
-	keep := f.chans[:0]
-	for _, qc := range f.chans {
-		if qc.outstanding.Load() == 0 && now.UnixNano()-qc.lastUse.Load() > int64(channelIdle) && qc.mu.TryLock() {
-			idle = append(idle, qc)
-			continue
-		}
-		keep = append(keep, qc)
+	window := f.c.opts.Prefetch
+	if time.Now().Before(f.hotUntil) {
+		window = f.c.opts.HotPrefetch
 	}
-	clear(f.chans[len(keep):])
-	f.chans = keep
 	f.mu.Unlock()
-	for _, qc := range idle {
-		_ = qc.ch.Close()
-		qc.mu.Unlock()
+	cs, err := f.subscribe(window)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	defer f.notifyLocked()
+	if err != nil {
+		f.state = stateIdle
+		f.startAfter = time.Now().Add(startRetry)
+		f.c.opts.Logger.Debug("consumer not started", "queue", f.queue, "err", err)
+		if errors.Is(err, ErrQueueNotFound) {
+			f.c.Forget(f.queue)
+		}
+		f.failWaitersLocked(err)
+		return
 	}
+	f.cons = cs
+	f.state = stateFlowing
+}
+
+func (f *fetcher) subscribe(window int) (*consumer, error) {
+	qc, err := f.open()
+	if err != nil {
+		return nil, err
+	}
+	cs := &consumer{qc: qc, tag: f.c.consumerTag(), window: window}
+	qc.mu.Lock()
+	err = qc.rpc(f.c, func() (err error) {
+		if err := qc.ch.Qos(window, 0, false); err != nil {
+			return err
+		}
+		cs.deliveries, err = qc.ch.Consume(f.queue, cs.tag, false, false, false, false, nil)
+		return err
+	}, func() { _ = qc.ch.Close() })
+	if err != nil {
+		_ = qc.ch.Close()
+		if isNotFound(err) {
+			return nil, fmt.Errorf("%w: %q", ErrQueueNotFound, f.queue)
+		}
+		return nil, fmt.Errorf("%w: consume queue %q: %w", ErrNotConnected, f.queue, err)
+	}
+	return cs, nil
+}
+
+// stopConsumer cancels the consumer, in state stopping, and takes its last
+// deliveries.
+func (f *fetcher) stopConsumer() {
+	f.mu.Lock()
+	cs := f.cons
+	f.mu.Unlock()
+	cs.qc.mu.Lock()
+	if err := cs.qc.rpc(f.c, func() error { return cs.qc.ch.Cancel(cs.tag, false) }, nil); err != nil {
+		// The broker did not cancel: closing the channel does (and
+		// requeues what is on it).
+		f.c.opts.Logger.Debug("consumer not cancelled; closing its channel", "queue", f.queue, "err", err)
+		_ = cs.qc.ch.Close()
+	}
+	// After cancel-ok (or the close) the library hands over what was
+	// still under way and closes deliveries.
+	for m := range cs.deliveries {
+		f.deliver(m)
+	}
+	f.consumerEnded()
+}
+
+// consumerEnded moves to idle once the consumer's deliveries are closed:
+// cancelled by us, by the broker (the queue was deleted), or with its
+// channel.
+func (f *fetcher) consumerEnded() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cs := f.cons
+	if f.state != stateStopping && !cs.qc.ch.IsClosed() {
+		// Cancelled by the broker: the queue is gone. Whatever is
+		// declared next under its name has a type to be learnt anew.
+		f.c.Forget(f.queue)
+		f.prefetch = false
+	}
+	f.cons = nil
+	f.state = stateIdle
+	// The channel stays open while clients hold deliveries of it (buffered
+	// ones count too); the last settlement closes it.
+	cs.qc.retire(f.c)
+	f.notifyLocked()
+}
+
+// poll serves the oldest waiter of a queue that is not fetched ahead with
+// a basic.get; true when it found a message.
+func (f *fetcher) poll() bool {
+	f.mu.Lock()
+	if f.rewinds > 0 || f.state != stateIdle || len(f.waiters) == 0 {
+		f.mu.Unlock()
+		return false
+	}
+	f.gets++
+	f.mu.Unlock()
+	d, err := f.basicGet()
+	f.mu.Lock()
+	f.gets--
+	f.notifyLocked()
+	if err != nil {
+		f.failWaitersLocked(err)
+		f.mu.Unlock()
+		return false
+	}
+	if d == nil {
+		f.mu.Unlock()
+		return false
+	}
+	if len(f.waiters) > 0 {
+		w := f.waiters[0]
+		f.waiters = f.waiters[1:]
+		f.mu.Unlock()
+		w.got <- waitResult{d: d}
+		return true
+	}
+	f.mu.Unlock()
+	f.giveBack(nil, []*Delivery{d})
+	return true
 }
 
 // goFetch starts a goroutine owned by the client; false once Close began.

@@ -30,14 +30,17 @@ type Options struct {
 	// beat a channel per client: with cmd/mcbench at 16 clients, 1 or 2
 	// channels gave 1.00–1.04× raw publish+confirm, 4 gave 0.89–0.94×.
 	PublishChannels int
-	// Prefetch bounds the unclaimed deliveries a waiting (kestrel /t=)
-	// consumer holds (default 8).
+	// Prefetch is the window of the consumer that serves waits (kestrel
+	// /t=) of a classic queue (default 8).
 	Prefetch int
 	// HotPrefetch is the window of the consumer that serves gets of a busy
-	// classic queue (default 64).
+	// classic queue (default 128).
 	HotPrefetch int
 	// ConfirmTimeout bounds the wait for a publisher confirm (default 5s).
 	ConfirmTimeout time.Duration
+	// RPCTimeout bounds every other wait for the broker: a get, a
+	// declaration, a channel opening (default: ConfirmTimeout).
+	RPCTimeout time.Duration
 	// Heartbeat is the AMQP heartbeat (0: 10s); negative takes the
 	// broker's proposal (RabbitMQ: 60s). amqp091-go cannot switch
 	// heartbeats off.
@@ -93,6 +96,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.ConfirmTimeout <= 0 {
 		o.ConfirmTimeout = 5 * time.Second
+	}
+	if o.RPCTimeout <= 0 {
+		o.RPCTimeout = o.ConfirmTimeout
 	}
 	if o.Heartbeat == 0 {
 		o.Heartbeat = 10 * time.Second

@@ -61,9 +61,12 @@ func declareTopology(conn *amqp091.Connection, t Topology, brokerMajor int) erro
 }
 
 // arguments are the x- arguments of the queue. Only what is set is sent, so
-// that a plain queue stays equivalent to one declared by any other client.
+// that a plain queue stays equivalent to one declared by any other client,
+// and the queue type always: a vhost's default queue type (RabbitMQ 3.13+)
+// must not turn a classic queue into a quorum one, and the broker treats
+// an explicit "classic" as equivalent to none (checked on 3.10).
 func (q QueueSpec) arguments(brokerMajor int) amqp091.Table {
-	args := amqp091.Table{}
+	args := amqp091.Table{"x-queue-type": "classic"}
 	if q.Quorum {
 		args["x-queue-type"] = "quorum"
 		switch {
@@ -87,9 +90,6 @@ func (q QueueSpec) arguments(brokerMajor int) amqp091.Table {
 	}
 	if q.DeadLetterExchange != "" {
 		args["x-dead-letter-exchange"] = q.DeadLetterExchange
-	}
-	if len(args) == 0 {
-		return nil
 	}
 	return args
 }

@@ -237,10 +237,6 @@ func (b *binaryConn) get(req *mcproto.BinaryRequest) {
 			opts.Peek = true
 		}
 	}
-	if opts.HasTimeout {
-		// The wait holds up this connection: send what is already answered.
-		_ = b.flush()
-	}
 	b.srv.stats.cmdGet.Add(1)
 	it, err := b.retrieveOne(retrievalKey{key: req.Key, queue: string(q), opts: opts}, lease, leaseSet)
 	if err != nil {

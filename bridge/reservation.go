@@ -29,6 +29,12 @@ type reservation struct {
 // end claims the reservation for the one caller that settles it.
 func (r *reservation) end() bool { return r.ended.CompareAndSwap(false, true) }
 
+// capLease shortens lease so that the reservation ends before the broker's
+// consumer_timeout, which counts from the delivery, not from now.
+func (r *reservation) capLease(lease time.Duration, now time.Time) time.Duration {
+	return min(lease, r.delivery.DeliveredAt.Add(maxLease).Sub(now))
+}
+
 // idSource hands out reservation ids (the cas unique of gets). A random
 // 64-bit start per process makes ids from restarts and other instances
 // practically disjoint; a redelivered message gets a fresh id, so a dead
@@ -99,4 +105,11 @@ func (g *registry) all() []*reservation {
 		out = append(out, r)
 	}
 	return out
+}
+
+// count is the number of live reservations.
+func (g *registry) count() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.byID)
 }

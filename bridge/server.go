@@ -136,29 +136,33 @@ const (
 
 // settle ends a reservation that the caller won with r.end(). It reports
 // whether the broker was told (for an ack: whether DELETED is true).
+//
+// A requeue is back in the queue before the reservation leaves its
+// connection: until then a get of the queue on that connection is a miss,
+// and after it the get returns the message given back.
 func (s *Server) settle(r *reservation, mode int, reason string) bool {
 	r.timer.Stop()
-	s.registry.remove(r)
-	r.owner.forget(r)
-	r.queue.open.Add(-1)
-	s.metrics.reservationsOpen.WithLabelValues(r.queue.label).Dec()
+	told := false
 	switch mode {
 	case settleAck:
 		if err := r.delivery.Ack(); err != nil {
 			s.log.Debug("ack of stale reservation not sent", "queue", r.queue.name, "err", err)
-			return false
+		} else {
+			r.queue.acked.Add(1)
+			told = true
 		}
-		r.queue.acked.Add(1)
-		return true
 	case settleRequeue:
-		if err := r.delivery.Requeue(); err != nil {
-			// Stale: the broker requeued it already when the channel died.
-			return false
+		// An error means stale: the broker requeued it already when the
+		// channel died.
+		if told = r.delivery.Requeue() == nil; told {
+			s.metrics.requeued.WithLabelValues(r.queue.label, reason).Inc()
 		}
-		s.metrics.requeued.WithLabelValues(r.queue.label, reason).Inc()
-		return true
 	}
-	return false
+	s.registry.remove(r)
+	r.owner.forget(r)
+	r.queue.open.Add(-1)
+	s.metrics.reservationsOpen.WithLabelValues(r.queue.label).Dec()
+	return told
 }
 
 // expire is the lease timer's end.

@@ -15,10 +15,11 @@ import (
 // integer, which every AMQP client can read and write.
 const flagsHeader = "x-mc-flags"
 
-// maxLease caps any lease a client asks for. The broker's consumer_timeout
-// (30 minutes by default) closes the whole channel when a delivery stays
-// unacked longer, which would drop every reservation on that channel.
-const maxLease = 29 * time.Minute
+// maxLease caps how long any reservation lasts from its delivery. The
+// broker's consumer_timeout (30 minutes by default) counts from delivery
+// and closes the whole channel when a delivery stays unacked longer, which
+// would drop every reservation on that channel. (A variable for tests.)
+var maxLease = 29 * time.Minute
 
 // session is one client connection's queue state, whatever its framing: the
 // text protocol today, binary and meta framings share the same operations.
@@ -56,6 +57,8 @@ func brokerError(err error) error {
 		return &serverError{"broker blocked publishing (resource alarm)"}
 	case errors.Is(err, amqp.ErrConfirmTimeout):
 		return &serverError{"broker confirm timed out"}
+	case errors.Is(err, amqp.ErrBrokerTimeout):
+		return &serverError{"broker did not answer in time"}
 	case errors.Is(err, amqp.ErrChannelClosed):
 		return &serverError{"broker channel lost before confirm"}
 	case errors.Is(err, amqp.ErrNotConnected), errors.Is(err, amqp.ErrClosed):
@@ -117,6 +120,8 @@ func (s *session) store(ctx context.Context, key string, flags uint32, exptime i
 	}
 	if qs != nil {
 		qs.published.Add(1)
+		// A wait polling this queue looks now.
+		srv.broker.Published(key)
 	}
 	return nil
 }
@@ -175,7 +180,8 @@ func (s *session) reserveWith(ctx context.Context, queue string, lease time.Dura
 		}
 		d, err = fetch(ctx)
 	}
-	if errors.Is(err, amqp.ErrQueueNotFound) {
+	if errors.Is(err, amqp.ErrQueueNotFound) || errors.Is(err, context.Canceled) {
+		// Gone, or the client went away while it waited.
 		return nil, nil
 	}
 	if err != nil {
@@ -221,7 +227,7 @@ func (s *session) reserveWith(ctx context.Context, queue string, lease time.Dura
 	srv.registry.add(r)
 	qs.open.Add(1)
 	srv.metrics.reservationsOpen.WithLabelValues(qs.label).Inc()
-	r.timer.Reset(lease)
+	r.timer.Reset(r.capLease(lease, time.Now()))
 	it.r = r
 	it.cas = r.id
 	return it, nil
@@ -317,9 +323,16 @@ func (s *session) touch(queue string, exptime int64) bool {
 		}
 		return false
 	}
-	lease, requeue := leaseFor(exptime, r.queue.lease, time.Now())
+	now := time.Now()
+	lease, requeue := leaseFor(exptime, r.queue.lease, now)
 	if requeue {
 		return s.abort(queue)
+	}
+	lease = r.capLease(lease, now)
+	if lease <= 0 {
+		// The broker's consumer_timeout is upon it: it goes back now.
+		s.srv.expire(r)
+		return false
 	}
 	r.timer.Reset(lease)
 	// The old lease may have run out just now.
@@ -418,5 +431,5 @@ func leaseFor(exptime int64, queueDefault time.Duration, now time.Time) (lease t
 	if expired {
 		return 0, true
 	}
-	return min(d, maxLease), false
+	return d, false
 }

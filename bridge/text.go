@@ -305,7 +305,14 @@ func (c *conn) retrieveOne(k retrievalKey, lease time.Duration, leaseSet bool) (
 		}
 	}
 	if o.HasTimeout {
-		return c.sess.reserveWait(c.srv.ctx, k.queue, o.Timeout, lease, leaseSet)
+		// The wait holds up this connection: what is answered already
+		// goes out first.
+		if err := c.flush(); err != nil {
+			return nil, nil
+		}
+		ctx, stop := c.watchClient()
+		defer stop()
+		return c.sess.reserveWait(ctx, k.queue, o.Timeout, lease, leaseSet)
 	}
 	return c.sess.reserve(c.srv.ctx, k.queue, lease, leaseSet)
 }

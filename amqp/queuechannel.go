@@ -1,0 +1,281 @@
+package amqp
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+)
+
+const (
+	// maxQueueChannels bounds the concurrent basic.get RPCs per queue.
+	maxQueueChannels = 8
+	// channelIdle: a get channel with nothing unsettled is closed after
+	// this long unused.
+	channelIdle = 30 * time.Second
+)
+
+// queueChannel is one channel of a fetcher: for basic.get, or for its
+// consumer. RPCs on it are serialised (mu): amqp091-go matches RPC replies
+// to callers by arrival order only.
+type queueChannel struct {
+	mu          sync.Mutex
+	ch          *amqp091.Channel
+	acks        *ackWriter   // of the channel's connection
+	ledger      *tagLedger   // of the channel's delivery tags
+	outstanding atomic.Int64 // deliveries not yet settled
+	acking      atomic.Int64 // of those, acked but not yet written
+	lastUse     atomic.Int64 // unix nanos
+	// retired: a consumer channel whose consumer is gone; it closes once
+	// its last delivery is settled.
+	retired atomic.Bool
+	closing atomic.Bool
+}
+
+// retire closes the channel once nothing on it is unsettled, now if
+// nothing is.
+func (qc *queueChannel) retire(c *Client) {
+	qc.retired.Store(true)
+	if qc.outstanding.Load() == 0 {
+		qc.closeAsync(c)
+	}
+}
+
+// closeAsync closes the channel once, without waiting for the broker. The
+// close waits for the RPC in progress (a barrier after the last
+// settlement): amqp091-go lets a frame be sent after channel.close, which
+// the broker answers by closing the whole connection.
+func (qc *queueChannel) closeAsync(c *Client) {
+	if qc.closing.CompareAndSwap(false, true) {
+		c.goFetch(func() {
+			qc.mu.Lock()
+			defer qc.mu.Unlock()
+			_ = qc.ch.Close()
+		})
+	}
+}
+
+// lockOpen locks qc for an RPC; false (and unlocked) when it is closed or
+// closing.
+func (qc *queueChannel) lockOpen() bool {
+	qc.mu.Lock()
+	if qc.closing.Load() || qc.ch.IsClosed() {
+		qc.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+// track makes d a delivery of qc, fetched for f.
+func (qc *queueChannel) track(f *fetcher, m *amqp091.Delivery) *Delivery {
+	d := &Delivery{
+		Queue:       f.queue,
+		Body:        m.Body,
+		Headers:     m.Headers,
+		Redelivered: m.Redelivered && !f.c.wasGivenBack(m.MessageId),
+		MessageID:   m.MessageId,
+		DeliveredAt: time.Now(),
+		ch:          qc.ch,
+		tag:         m.DeliveryTag,
+		qc:          qc,
+		f:           f,
+	}
+	qc.outstanding.Add(1)
+	return d
+}
+
+// channel returns a live get channel of the queue, locked for one RPC: an
+// idle one, else a new one up to maxQueueChannels, else the next busy one.
+func (f *fetcher) channel() (*queueChannel, error) {
+	f.mu.Lock()
+	live := f.chans[:0]
+	for _, qc := range f.chans {
+		if !qc.ch.IsClosed() {
+			live = append(live, qc)
+		}
+	}
+	clear(f.chans[len(live):])
+	f.chans = live
+	for _, qc := range f.chans {
+		if qc.mu.TryLock() {
+			f.mu.Unlock()
+			return qc, nil
+		}
+	}
+	if len(f.chans)+f.opening < maxQueueChannels {
+		f.opening++
+		f.mu.Unlock()
+		qc, err := f.open()
+		f.mu.Lock()
+		f.opening--
+		if err == nil {
+			qc.mu.Lock()
+			f.chans = append(f.chans, qc)
+		}
+		f.opened.Broadcast()
+		f.mu.Unlock()
+		return qc, err
+	}
+	// Channels being opened will do: wait for one.
+	for len(f.chans) == 0 && f.opening > 0 {
+		f.opened.Wait()
+	}
+	if len(f.chans) == 0 {
+		f.mu.Unlock()
+		return nil, ErrNotConnected
+	}
+	f.next++
+	qc := f.chans[f.next%len(f.chans)]
+	f.mu.Unlock()
+	if !qc.lockOpen() {
+		return nil, ErrNotConnected
+	}
+	return qc, nil
+}
+
+// open opens a channel on a consume connection, and a goroutine that tells
+// the observer when it dies, so that its reservations are dropped at once.
+func (f *fetcher) open() (*queueChannel, error) {
+	cc := f.c.pickConsume()
+	if cc == nil {
+		return nil, ErrNotConnected
+	}
+	conn := cc.sup.current()
+	if conn == nil {
+		return nil, ErrNotConnected
+	}
+	var ch *amqp091.Channel
+	err := f.c.bounded(func() (err error) {
+		ch, err = conn.Channel()
+		return err
+	}, func() { _ = ch.Close() })
+	if err != nil {
+		return nil, fmt.Errorf("%w: open channel: %w", ErrNotConnected, err)
+	}
+	qc := &queueChannel{ch: ch, acks: cc.acks.Load(), ledger: newTagLedger()}
+	qc.lastUse.Store(time.Now().UnixNano())
+	closed := ch.NotifyClose(make(chan *amqp091.Error, 1))
+	f.c.goFetch(func() {
+		select {
+		case err := <-closed:
+			if err != nil {
+				f.c.opts.Logger.Debug("queue channel closed", "queue", f.queue, "err", err)
+			}
+			if qc.outstanding.Load() > 0 {
+				f.c.opts.Observer.DeliveriesLost()
+			}
+			f.channelClosed(qc)
+		case <-f.c.runCtx.Done():
+			// Closing the connection closes the channel.
+		}
+	})
+	return qc, nil
+}
+
+// basicGet fetches one message with basic.get on a get channel. nil, nil:
+// the queue is empty.
+func (f *fetcher) basicGet() (*Delivery, error) {
+	qc, err := f.channel()
+	if err != nil {
+		return nil, err
+	}
+	qc.lastUse.Store(time.Now().UnixNano())
+	var (
+		msg amqp091.Delivery
+		ok  bool
+	)
+	err = qc.rpc(f.c, func() (err error) {
+		msg, ok, err = qc.ch.Get(f.queue, false)
+		return err
+	}, func() {
+		if ok {
+			// Fetched after we gave up: nobody has it.
+			d := qc.track(f, &msg)
+			f.c.noteGivenBack(d.MessageID)
+			_ = d.sendSettle(settleGiveBack)
+		}
+	})
+	if err != nil {
+		if isNotFound(err) {
+			return nil, fmt.Errorf("%w: %q", ErrQueueNotFound, f.queue)
+		}
+		return nil, fmt.Errorf("%w: get from queue %q: %w", ErrNotConnected, f.queue, err)
+	}
+	if !ok {
+		return nil, nil
+	}
+	return qc.track(f, &msg), nil
+}
+
+// readyCount is the queue's count of ready messages, from a passive
+// declaration on a get channel (a 404 closes it, and with it only this
+// queue's deliveries, which the queue's deletion made void anyway).
+func (f *fetcher) readyCount() (int, error) {
+	qc, err := f.channel()
+	if err != nil {
+		return 0, err
+	}
+	var q amqp091.Queue
+	err = qc.rpc(f.c, func() (err error) {
+		q, err = qc.ch.QueueDeclarePassive(f.queue, true, false, false, false, nil)
+		return err
+	}, nil)
+	if isNotFound(err) {
+		return 0, fmt.Errorf("%w: %q", ErrQueueNotFound, f.queue)
+	}
+	return q.Messages, err
+}
+
+// barrier returns once the broker has processed every frame sent on qc
+// before it: a basic.qos round trip. A reject or nack is a cast from the
+// channel to the queue, sent before the channel answers the qos, so after
+// the barrier a basic.get or a new consumer of this connection finds the
+// message back in the queue.
+func (f *fetcher) barrier(qc *queueChannel) {
+	if !qc.lockOpen() {
+		return
+	}
+	// prefetch-count 0 on a get channel changes nothing; a consumer
+	// channel is never passed here while its consumer runs.
+	_ = qc.rpc(f.c, func() error { return qc.ch.Qos(0, 0, false) }, nil)
+}
+
+// channelClosed forgets a closed channel's buffered deliveries: the broker
+// has requeued them, and they must never be handed out.
+func (f *fetcher) channelClosed(qc *queueChannel) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	keep := f.buf[:0]
+	for _, b := range f.buf {
+		if b.d.qc != qc {
+			keep = append(keep, b)
+		}
+	}
+	clear(f.buf[len(keep):])
+	f.buf = keep
+}
+
+// closeIdle closes get channels unused for channelIdle with nothing
+// unsettled on them.
+func (f *fetcher) closeIdle(now time.Time) {
+	f.mu.Lock()
+	var idle []*queueChannel
+	keep := f.chans[:0]
+	for _, qc := range f.chans {
+		if qc.outstanding.Load() == 0 && now.UnixNano()-qc.lastUse.Load() > int64(channelIdle) && qc.mu.TryLock() {
+			qc.closing.Store(true)
+			idle = append(idle, qc)
+			continue
+		}
+		keep = append(keep, qc)
+	}
+	clear(f.chans[len(keep):])
+	f.chans = keep
+	f.mu.Unlock()
+	for _, qc := range idle {
+		_ = qc.ch.Close()
+		qc.mu.Unlock()
+	}
+}
