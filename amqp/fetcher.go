@@ -23,16 +23,16 @@ import (
 //
 // The consumer's states, one per fetcher, all changed under mu:
 //
-//	            hot gets or a waiter, no basic.get in flight
-//	   ┌──────┐ ───────────────────────────────────────────► ┌──────────┐
-//	   │ idle │                                              │ starting │
-//	   └──────┘ ◄─────────────────── consume failed ──────── └──────────┘
-//	      ▲                                                      │ consume-ok
-//	      │ cancel-ok and the last                               ▼
-//	      │ deliveries taken in         no demand, clogged,  ┌─────────┐
-//	   ┌──────────┐ ◄───────────────── or a give-back ────── │ flowing │
-//	   │ stopping │                                          └─────────┘
-//	   └──────────┘
+//	         hot gets or a waiter, no basic.get in flight
+//	┌──────┐ ───────────────────────────────────────────► ┌──────────┐
+//	│ idle │                                              │ starting │
+//	└──────┘ ◄─────────────────── consume failed ──────── └──────────┘
+//	   ▲                                                      │ consume-ok
+//	   │ cancel-ok and the last                               ▼
+//	   │ deliveries taken in         no demand, clogged,  ┌─────────┐
+//	┌──────────┐ ◄───────────────── or a give-back ────── │ flowing │
+//	│ stopping │                                          └─────────┘
+//	└──────────┘
 //
 // Invariants, which keep the order of the queue for a client that gets
 // one message after the other, give-backs included:
