@@ -174,8 +174,19 @@ func TestLoadBad(t *testing.T) {
 		wantErr string // the whole message, after "testdata/<file>:"
 	}{
 		{"ack_invalid.bad.yml", `2: defaults.ack "yes" is not one of manual, auto`},
+		{"amqp_key_too_shallow.bad.yml", `3: invalid YAML: did not find expected key: "confirm_timeout:" is probably indented wrong; the keys of one mapping start in the same column`},
 		{"amqp_tls_cert_without_key.bad.yml", `4: amqp.tls.cert_file is set without amqp.tls.key_file; a client certificate needs both`},
 		{"amqp_tls_without_amqps.bad.yml", `4: amqp.tls is set but no amqp.urls entry uses amqps://, so it would be ignored`},
+		{"auth_anonymous_invalid.bad.yml", `3: auth.anonymous "maybe" is not one of deny, allow`},
+		{"auth_anonymous_without_broker.bad.yml", `2: auth.anonymous allow has no effect with auth.mode none, where every client acts as the amqp.urls user; set auth.mode: broker to make clients log in`},
+		{"auth_idle_close_zero.bad.yml", `2: auth.idle_close 0s must be greater than 0`},
+		{"auth_max_users_zero.bad.yml", `2: auth.max_users 0 must be at least 1`},
+		{"auth_mode_invalid.bad.yml", `2: auth.mode "ldap" is not one of none, broker`},
+		{"auth_not_mapping.bad.yml", `1: auth must be a mapping, got the value "broker"`},
+		{"auth_unknown_key.bad.yml", `1: unknown key "users" in auth; known keys: mode, anonymous, vhost, idle_close, max_users`},
+		{"auth_vhost_control.bad.yml", `2: auth.vhost "prod\n" contains a control character`},
+		{"auth_vhost_empty.bad.yml", `3: auth.vhost "" must not be empty; RabbitMQ's default vhost is "/"`},
+		{"auth_vhost_not_indented.bad.yml", `3: unknown top-level key "vhost"; did you mean auth.vhost? (indent it under auth:)`},
 		{"auto_declare_enabled_type.bad.yml", `2: auto_declare.enabled "maybe" is not a boolean; want true or false`},
 		{"auto_declare_key_empty.bad.yml", `2: auto_declare.keys[0] "" matches no key: memcache keys are never empty`},
 		{"auto_declare_key_pattern.bad.yml", `2: auto_declare.keys[1] "tmp#" is not a valid pattern: word "tmp#" mixes a wildcard with other characters; "*" and "#" must be whole words between dots`},
@@ -186,6 +197,9 @@ func TestLoadBad(t *testing.T) {
 		{"binding_missing_exchange.bad.yml", `4: queues[0] "billing": bindings[0]: exchange is required, e.g. {exchange: orders}`},
 		{"binding_topic_pattern.bad.yml", `6: queues[0] "errors": bindings[0].routing_key "logs.*error" is not a valid pattern: word "*error" mixes a wildcard with other characters; "*" and "#" must be whole words between dots`},
 		{"binding_unknown_exchange.bad.yml", `6: queues[0] "billing": bindings[0]: exchange "order" is not declared in exchanges`},
+		{"bindings_flush_left.bad.yml", `4: unknown top-level key "bindings"; did you mean queues[0].bindings? (indent it to line up with the keys of queues[0])`},
+		{"bindings_too_shallow.bad.yml", `6: invalid YAML: did not find expected '-' indicator: "bindings:" is probably indented wrong; the keys of one mapping start in the same column`},
+		{"boolean_yes.bad.yml", `2: auto_declare.enabled "yes" is not a boolean; want true or false`},
 		{"confirm_timeout_no_unit.bad.yml", `2: amqp.confirm_timeout "5" is not a duration; use Go syntax such as 500ms, 30s, 5m or 1h30m`},
 		{"confirm_timeout_zero.bad.yml", `2: amqp.confirm_timeout 0s must be greater than 0`},
 		{"consume_connections_zero.bad.yml", `2: amqp.consume_connections 0 must be at least 1`},
@@ -205,17 +219,22 @@ func TestLoadBad(t *testing.T) {
 		{"heartbeat_fraction.bad.yml", `2: amqp.heartbeat 1500ms must be whole seconds: AMQP negotiates heartbeats in seconds`},
 		{"heartbeat_negative.bad.yml", `2: amqp.heartbeat -10s must not be negative (0 disables heartbeats)`},
 		{"idle_timeout_negative.bad.yml", `2: limits.idle_timeout -1s must not be negative (0 means no timeout)`},
+		{"key_in_other_section.bad.yml", `3: unknown key "max_connections" in amqp; did you mean limits.max_connections? (move it under limits:)`},
 		{"keys_not_list.bad.yml", `4: exchanges[0] "orders": keys must be a list, got the value "orders"; write ["orders"] for a list of one`},
+		{"list_for_mapping.bad.yml", `2: limits must be a mapping, got a list; remove the "- " in front of its keys`},
 		{"listen_invalid.bad.yml", `1: listen "11211" is not a host:port address, e.g. 127.0.0.1:11211 or :11211`},
 		{"listen_port_range.bad.yml", `1: listen "127.0.0.1:70000" has port "70000"; want a number from 0 to 65535`},
 		{"listen_same_as_metrics.bad.yml", `2: metrics_listen "127.0.0.1:9000" is the same address as listen; the memcache and HTTP servers need a port each`},
 		{"max_connections_type.bad.yml", `2: limits.max_connections "lots" is not a whole number`},
 		{"max_connections_zero.bad.yml", `2: limits.max_connections 0 must be at least 1`},
+		{"max_item_size_above_rabbitmq4.bad.yml", `2: limits.max_item_size 17MiB is above 16MiB, the largest message RabbitMQ 4.x accepts by default (max_message_size); a larger one would make the broker close the publish channel that all clients share`},
 		{"max_item_size_fraction.bad.yml", `2: limits.max_item_size "1.5MiB" is not a whole number; write 1536KiB rather than 1.5MiB`},
 		{"max_item_size_too_large.bad.yml", `2: limits.max_item_size 1 GiB is above 16MiB, the largest message RabbitMQ 4.x accepts by default (max_message_size); a larger one would make the broker close the publish channel that all clients share`},
 		{"max_item_size_unit.bad.yml", `2: limits.max_item_size "2MB" has unknown unit "MB"; use bytes or KiB, MiB, GiB (1024-based)`},
 		{"max_item_size_zero.bad.yml", `2: limits.max_item_size 0 must be greater than 0`},
 		{"max_length_negative.bad.yml", `3: queues[0] "jobs": max_length -5 must not be negative`},
+		{"max_pending_bytes_below_item_size.bad.yml", `3: limits.max_pending_bytes 1MiB is below limits.max_item_size (2MiB): a value of the largest size must fit`},
+		{"max_queues_zero.bad.yml", `2: limits.max_queues 0 must be at least 1 (auto_declare: {enabled: false} stops auto-declaring)`},
 		{"max_reservations_zero.bad.yml", `2: limits.max_reservations_per_connection 0 must be at least 1`},
 		{"merge_not_mapping.bad.yml", `2: merge key << in queues[0] "jobs" must refer to a mapping`},
 		{"message_ttl_fraction.bad.yml", `3: queues[0] "jobs": message_ttl 1500us must be whole milliseconds: RabbitMQ's x-message-ttl counts milliseconds`},
@@ -223,8 +242,12 @@ func TestLoadBad(t *testing.T) {
 		{"metrics_listen_null.bad.yml", `1: metrics_listen has no value; write metrics_listen: "" to disable it, or remove the key for the default 127.0.0.1:9150`},
 		{"not_a_mapping.bad.yml", `1: the config must be a mapping of keys to values, got a list`},
 		{"null_value.bad.yml", `2: amqp.confirm_timeout has no value; remove the key to use the default`},
+		{"number_octal.bad.yml", `2: limits.max_connections "010" starts with 0, which YAML reads as octal; write the number without leading zeros`},
+		{"number_quoted.bad.yml", `2: limits.max_connections "10" is quoted; write the number without quotes`},
 		{"overflow_invalid.bad.yml", `3: queues[0] "jobs": overflow "reject-publish-dlx" is not one of reject-publish, drop-head`},
 		{"queue_duplicate.bad.yml", `4: queues[2]: name "jobs" is already used by queues[0] (line 2)`},
+		{"queue_key_too_deep.bad.yml", `3: invalid YAML: mapping values are not allowed in this context: "type:" is indented deeper than the line above; the keys of one mapping start in the same column`},
+		{"queue_key_too_shallow.bad.yml", `3: invalid YAML: did not find expected '-' indicator: "type:" is probably indented wrong; the keys of one mapping start in the same column`},
 		{"queue_name_missing.bad.yml", `2: queues[0]: name is required`},
 		{"queue_name_reserved.bad.yml", `2: queues[0]: name "amq.gen-1" must not start with "amq." (RabbitMQ reserves it)`},
 		{"queue_name_slash.bad.yml", `2: queues[0]: name "jobs/open" contains "/", which starts kestrel options in a key, so no client could address the queue`},
@@ -232,14 +255,18 @@ func TestLoadBad(t *testing.T) {
 		{"queue_name_whitespace.bad.yml", `2: queues[0]: name "jobs\tlow" contains '\t'; whitespace and control characters are not allowed`},
 		{"queue_not_mapping.bad.yml", `2: queues[0] must be a mapping, got the value "jobs"`},
 		{"queue_reservation_timeout_too_long.bad.yml", `3: queues[0] "jobs": reservation_timeout 1h must be below 30m0s, RabbitMQ's default consumer_timeout: the broker would close the consume channel before the lease ends`},
+		{"queue_type_in_binding.bad.yml", `6: unknown key "type" in queues[0] "errors": bindings[0]; did you mean queues[0].type? (outdent it to line up with bindings:)`},
 		{"queue_type_invalid.bad.yml", `2: defaults.queue_type "stream" is not one of classic, quorum`},
 		{"read_timeout_negative.bad.yml", `2: limits.read_timeout -30s must not be negative (0 means no timeout)`},
 		{"repeated_key.bad.yml", `3: key "max_connections" is repeated in limits (first at line 2)`},
 		{"reservation_timeout_too_long.bad.yml", `2: defaults.reservation_timeout 30m must be below 30m0s, RabbitMQ's default consumer_timeout: the broker would close the consume channel before the lease ends`},
 		{"reservation_timeout_zero.bad.yml", `2: defaults.reservation_timeout 0s must be greater than 0`},
+		{"routing_key_too_shallow.bad.yml", `6: unknown key "routing_key" in queues[0] "errors"; did you mean queues[0].bindings[0].routing_key? (indent it to line up with the keys of queues[0].bindings[0])`},
 		{"section_not_mapping.bad.yml", `1: limits must be a mapping, got the value "10"`},
+		{"section_too_deep.bad.yml", `3: unknown key "limits" in amqp; did you mean the top-level key "limits"? (outdent it to line up with amqp:)`},
 		{"syntax.bad.yml", `2: invalid YAML: did not find expected ',' or ']'`},
 		{"tab_indent.bad.yml", `2: invalid YAML: a tab indents this line; YAML indents with spaces only`},
+		{"tab_indent_later.bad.yml", `3: invalid YAML: a tab indents this line; YAML indents with spaces only`},
 		{"tls_cert_without_key.bad.yml", `2: tls.cert_file is set without tls.key_file; TLS on the memcache port needs both`},
 		{"tls_client_ca_without_cert.bad.yml", `2: tls.client_ca_file is set but TLS is off; it needs tls.cert_file and tls.key_file`},
 		{"tls_key_without_cert.bad.yml", `2: tls.key_file is set without tls.cert_file; TLS on the memcache port needs both`},
@@ -252,6 +279,8 @@ func TestLoadBad(t *testing.T) {
 		{"url_scheme.bad.yml", `2: amqp.urls[0] "http://guest:xxxxx@localhost:5672/" has scheme "http"; want amqp or amqps`},
 		{"url_unparsable.bad.yml", `3: amqp.urls[0] "amqp://guest:xxxxx@localhost:56x72/" is not a valid URL: invalid port ":56x72" after host`},
 		{"urls_empty.bad.yml", `2: amqp.urls must list at least one broker URL (remove the key for the default amqp://guest:xxxxx@127.0.0.1:5672/)`},
+		{"urls_mapping.bad.yml", `2: amqp.urls must be a list, got a mapping`},
+		{"urls_not_indented.bad.yml", `3: unknown top-level key "urls"; did you mean amqp.urls? (indent it under amqp:)`},
 		{"urls_not_list.bad.yml", `2: amqp.urls must be a list, got the value "amqp://guest:xxxxx@localhost/"; write ["amqp://guest:xxxxx@localhost/"] for a list of one`},
 	}
 	covered := map[string]bool{}
@@ -548,9 +577,21 @@ func FuzzLoad(f *testing.F) {
 			if !errors.As(err, &ce) {
 				t.Fatalf("error %v is not an *Error", err)
 			}
+			// The walk checks everything the YAML library would refuse,
+			// so the library's own messages never reach the operator.
+			if strings.HasPrefix(ce.Msg, "invalid value:") {
+				t.Fatalf("walk and decode disagree: %v", err)
+			}
+			if passwordsOnlyInUserinfo(string(data)) && strings.Contains(err.Error(), password) {
+				t.Fatalf("error leaks a password: %v", err)
+			}
 			return
 		}
-		c.Settings()
+		for _, s := range c.Settings() {
+			if passwordsOnlyInUserinfo(string(data)) && strings.Contains(s.Value, password) {
+				t.Fatalf("%s = %s leaks a password", s.Name, s.Value)
+			}
+		}
 	})
 }
 

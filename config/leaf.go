@@ -200,7 +200,7 @@ func parseSize(s string) (int64, string) {
 	}
 	factor, ok := sizeUnits[unit]
 	if !ok {
-		return 0, fmt.Sprintf("has unknown unit %q; use bytes or KiB, MiB, GiB (1024-based)", unit)
+		return 0, fmt.Sprintf("has unknown unit %s; use bytes or KiB, MiB, GiB (1024-based)", quote(unit))
 	}
 	v, err := strconv.ParseInt(num, 10, 64)
 	if err != nil || v > math.MaxInt64/factor || v < math.MinInt64/factor {

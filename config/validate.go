@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -440,7 +441,13 @@ func checkAddress(s string) string {
 	if err != nil {
 		return "is not a host:port address, e.g. 127.0.0.1:11211 or :11211"
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+	// The port is repeated only when it is a number: "u:secret@h" splits
+	// into host "u" and port "secret@h".
+	n, err := strconv.ParseUint(port, 10, 64)
+	switch {
+	case err != nil && !errors.Is(err, strconv.ErrRange):
+		return "is not a host:port address, e.g. 127.0.0.1:11211 or :11211"
+	case err != nil || n > 65535:
 		return fmt.Sprintf("has port %q; want a number from 0 to 65535", port)
 	}
 	return ""

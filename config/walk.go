@@ -290,6 +290,7 @@ var (
 	unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
 	durationType    = reflect.TypeFor[time.Duration]()
 	decimal         = regexp.MustCompile(`^[-+]?(0|[1-9][0-9]*)$`)
+	octal           = regexp.MustCompile(`^[-+]?0[0-9_]+$`)
 )
 
 func isLeaf(t reflect.Type) bool {
@@ -328,6 +329,8 @@ func checkLeaf(n *yaml.Node, t reflect.Type) string {
 		return "is not a boolean; want true or false"
 	case t.Kind() == reflect.Int || t.Kind() == reflect.Int64:
 		switch {
+		case octal.MatchString(n.Value):
+			return "starts with 0, which YAML reads as octal; write the number without leading zeros"
 		case !decimal.MatchString(n.Value):
 			return "is not a whole number"
 		case tag != "!!int":
