@@ -536,6 +536,7 @@ func TestURLRedaction(t *testing.T) {
 		{"amqp://h/", "amqp://h/"},
 		{"amqp://u:hunter2@h:bad/", "amqp://u:xxxxx@h:bad/"},           // unparsable
 		{"guest:hunter2@localhost:5672", "guest:xxxxx@localhost:5672"}, // no scheme
+		{":hunter2@://@", ":xxxxx@"}, // "://" after the password (found by FuzzLoad)
 	}
 	for _, tt := range tests {
 		u := URL(tt.raw)

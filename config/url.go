@@ -55,8 +55,8 @@ func redact(s string) string {
 	if at < 0 {
 		return s
 	}
-	start := 0
-	if i := strings.Index(s, "://"); i >= 0 && i < at {
+	start := 0 // the user part starts after the scheme, if s starts with one
+	if i := strings.Index(s, "://"); i >= 0 && i < at && strings.IndexByte(s, ':') == i {
 		start = i + len("://")
 	}
 	user, _, hasPassword := strings.Cut(s[start:at], ":")
