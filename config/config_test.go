@@ -632,3 +632,19 @@ func TestMergeBlowUp(t *testing.T) {
 		t.Errorf("Load = %v, want the expansion limit", err)
 	}
 }
+
+// A mis-indented key is reported on its own line, however far above it its
+// block began (the YAML library names the block's first line).
+func TestSyntaxErrorOnOffendingLine(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("queues:\n")
+	for i := range 500 {
+		fmt.Fprintf(&b, "  - name: q%d\n    type: quorum\n", i)
+	}
+	b.WriteString("  - name: last\n  type: quorum\n") // line 1003
+	_, err := Load([]byte(b.String()))
+	want := `line 1003: invalid YAML: did not find expected '-' indicator: "type:" is probably indented wrong; the keys of one mapping start in the same column`
+	if fmt.Sprint(err) != want {
+		t.Errorf("Load = %v\nwant %s", err, want)
+	}
+}

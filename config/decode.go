@@ -86,35 +86,42 @@ func yamlError(err error) (int, string) {
 	return 0, strings.TrimPrefix(msg, "yaml: ")
 }
 
-// maxProbes bounds the prefixes syntaxError parses to find the broken line.
-const maxProbes = 200
-
 // syntaxError places a YAML syntax error on the line that caused it and,
 // for the usual causes (indentation), says so. The YAML library reports the
-// line where the enclosing block began, which for a key indented wrongly is
-// often lines above it; the shortest prefix of the file that fails with the
-// same error ends at the offending line.
+// line where the enclosing block began, which for a key indented wrongly can
+// be far above it. The offending line is the last line of the shortest
+// prefix of the file that fails with the same error: a longer prefix still
+// contains the mistake, a shorter one ends before it, so a binary search
+// finds it in a few parses.
 func syntaxError(data []byte, err error) error {
 	line, msg := yamlError(err)
 	msg = redact(msg) // it can quote an anchor or a tag
-	if line == 0 {
-		return &Error{Msg: "invalid YAML: " + msg}
-	}
 	lines := strings.SplitAfter(string(data), "\n")
-	end := 0
-	for k := 1; k <= len(lines) && k < line+maxProbes; k++ {
-		end += len(lines[k-1])
-		if k < line {
-			continue
+	if line == 0 || line > len(lines) {
+		return &Error{Line: line, Msg: "invalid YAML: " + msg}
+	}
+	failsAt := func(k int) bool { // the first k lines fail with msg
+		end := 0
+		for _, l := range lines[:k] {
+			end += len(l)
 		}
-		if _, _, err := parseRaw(data[:end]); err != nil {
-			if _, m := yamlError(err); redact(m) == msg {
-				line = k
-				break
-			}
+		_, _, err := parseRaw(data[:end])
+		if err == nil {
+			return false
+		}
+		_, m := yamlError(err)
+		return redact(m) == msg
+	}
+	lo, hi := line, len(lines)
+	for lo < hi {
+		if mid := (lo + hi) / 2; failsAt(mid) {
+			hi = mid
+		} else {
+			lo = mid + 1
 		}
 	}
-	if line <= len(lines) {
+	if failsAt(hi) {
+		line = hi
 		msg = explain(msg, lines[line-1], previousLine(lines, line))
 	}
 	return &Error{Line: line, Msg: "invalid YAML: " + msg}
