@@ -254,6 +254,7 @@ func TestLoadBad(t *testing.T) {
 		{"queue_name_too_long.bad.yml", `2: queues[0]: name "` + strings.Repeat("q", 251) + `" is 251 bytes long; the limit is 250`},
 		{"queue_name_whitespace.bad.yml", `2: queues[0]: name "jobs\tlow" contains '\t'; whitespace and control characters are not allowed`},
 		{"queue_not_mapping.bad.yml", `2: queues[0] must be a mapping, got the value "jobs"`},
+		{"queue_reservation_timeout_zero.bad.yml", `3: queues[0] "jobs": reservation_timeout 0s must be greater than 0`},
 		{"queue_reservation_timeout_too_long.bad.yml", `3: queues[0] "jobs": reservation_timeout 1h must be below 30m0s, RabbitMQ's default consumer_timeout: the broker would close the consume channel before the lease ends`},
 		{"queue_type_in_binding.bad.yml", `6: unknown key "type" in queues[0] "errors": bindings[0]; did you mean queues[0].type? (outdent it to line up with bindings:)`},
 		{"queue_type_invalid.bad.yml", `2: defaults.queue_type "stream" is not one of classic, quorum`},
@@ -536,7 +537,7 @@ func TestURLRedaction(t *testing.T) {
 		{"amqp://h/", "amqp://h/"},
 		{"amqp://u:hunter2@h:bad/", "amqp://u:xxxxx@h:bad/"},           // unparsable
 		{"guest:hunter2@localhost:5672", "guest:xxxxx@localhost:5672"}, // no scheme
-		{":hunter2@://@", ":xxxxx@"}, // "://" after the password (found by FuzzLoad)
+		{":hunter2@://@", ":xxxxx@"},                                   // "://" after the password (found by FuzzLoad)
 	}
 	for _, tt := range tests {
 		u := URL(tt.raw)

@@ -38,8 +38,8 @@ func (c *Config) fill(l layout) {
 		if q.Ack == "" {
 			q.Ack = c.Defaults.Ack
 		}
-		if q.ReservationTimeout == 0 {
-			q.ReservationTimeout = c.Defaults.ReservationTimeout
+		if !l.has(itemPath("queues", i) + ".reservation_timeout") {
+			q.ReservationTimeout = c.Defaults.ReservationTimeout // an explicit 0s is an error
 		}
 		if q.Overflow == "" {
 			q.Overflow = DefaultOverflow
@@ -75,24 +75,6 @@ func (c *Config) validate(l layout) error {
 		}
 	}
 	return nil
-}
-
-// broken reports that the setting at path breaks a rule, showing its value
-// as written ("amqp.heartbeat 1500ms must be whole seconds"), or v when the
-// file leaves the setting out.
-func (l layout) broken(path string, v any, format string, args ...any) error {
-	return &Error{Line: l.line(path), Msg: l.label(path) + " " + l.text(path, v) + " " + fmt.Sprintf(format, args...)}
-}
-
-// invalid is broken with the value quoted, for a value that is not of the
-// right form at all (`listen "11211" is not a host:port address`).
-func (l layout) invalid(path string, v any, format string, args ...any) error {
-	return &Error{Line: l.line(path), Msg: l.label(path) + " " + strconv.Quote(l.text(path, v)) + " " + fmt.Sprintf(format, args...)}
-}
-
-// errorf reports a problem on the line of path in its own words.
-func (l layout) errorf(path string, format string, args ...any) error {
-	return &Error{Line: l.line(path), Msg: fmt.Sprintf(format, args...)}
 }
 
 func (c *Config) checkListeners(l layout) error {
