@@ -161,9 +161,11 @@ func TestAmqpReconnectCounted(t *testing.T) {
 // with kestrel options and refused keys leave only the fixed label sets
 // and "_auto".
 func TestMetricLabelsBounded(t *testing.T) {
-	cfg := testConfig()
 	yamlQ := testbroker.Name(t, "yaml")
-	cfg.Queues = append(cfg.Queues, config.Queue{Name: yamlQ, ReservationTimeout: time.Minute})
+	cfg, err := config.Load(fmt.Appendf(nil, "listen: 127.0.0.1:0\nmetrics_listen: \"\"\nqueues: [{name: %q, reservation_timeout: 1m}]\n", yamlQ))
+	if err != nil {
+		t.Fatal(err)
+	}
 	g := startGateway(t, cfg)
 	c := g.dial()
 	for i := range 5 {

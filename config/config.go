@@ -4,7 +4,8 @@
 // configuration), Load or LoadFile. Loading is strict: unknown keys, values of
 // the wrong type and settings the broker would reject or silently ignore are
 // errors that name the line, the key, the value and the rule, so that
-// `mcbridge -check-config` catches them before start-up does.
+// `mcbridge -check-config` catches them before start-up does. No error, and
+// no row of Settings, shows a password.
 //
 // A loaded Config is read-only: its lookup methods are safe for concurrent use
 // and are cheap enough to call on every memcache command.
@@ -35,6 +36,14 @@ const (
 	DefaultIdleTimeout                  = 0 * time.Second
 	DefaultReadTimeout                  = 30 * time.Second
 	DefaultMaxReservationsPerConnection = 64
+	DefaultMaxQueues                    = 10000
+	DefaultMaxPendingBytes              = 256 << 20
+
+	DefaultAuthMode  = AuthNone
+	DefaultAnonymous = AnonymousDeny
+	DefaultVHost     = "/"
+	DefaultIdleClose = 60 * time.Second
+	DefaultMaxUsers  = 100
 
 	DefaultReservationTimeout = 5 * time.Minute
 	DefaultQueueType          = QueueClassic
@@ -47,8 +56,11 @@ const (
 
 // Bounds that come from RabbitMQ rather than from taste.
 const (
-	// MaxItemSizeLimit is RabbitMQ 3.x's largest message (max_message_size).
-	MaxItemSizeLimit = 128 << 20
+	// MaxItemSizeLimit is RabbitMQ 4.x's default max_message_size. A larger
+	// message makes the broker close the publish channel, failing every
+	// publish in flight on it, whoever sent them; 3.x allowed 128MiB, but a
+	// gateway must not depend on the broker version for that.
+	MaxItemSizeLimit = 16 << 20
 	// MaxReservationTimeout is RabbitMQ's default consumer_timeout: a lease
 	// this long or longer lets the broker close the whole consume channel
 	// (and every reservation on it) before mcbridge requeues the message.
@@ -57,53 +69,58 @@ const (
 	MaxMessageTTL = 4294967295 * time.Millisecond
 	// MaxQueueNameLength is memcached's key limit: a queue is addressed by its key.
 	MaxQueueNameLength = 250
-	// maxShortString is AMQP's shortstr limit (exchange names, routing keys).
+	// maxShortString is AMQP's shortstr limit (exchange names, routing keys,
+	// vhosts).
 	maxShortString = 255
 )
 
 // Config is mcbridge's whole configuration. Build it with Default, Load or
-// LoadFile. Lookups stay correct when a caller replaces or appends to
-// Queues or Exchanges (as tests do), but an entry renamed in place is not
-// re-indexed; a Config shared between goroutines must not be modified.
+// LoadFile, which also index the queues and exchanges for the lookup
+// methods; a Config is read-only from then on (see lookup.go).
+//
+// The yaml tags are the only place a key is spelled: decoding, the list of
+// known keys in error messages and the hints for mis-indented keys all come
+// from them.
 type Config struct {
-	Listen        string      // "listen"
-	MetricsListen string      // "metrics_listen"; "" disables the HTTP endpoint
-	AMQP          AMQP        // "amqp"
-	TLS           ServerTLS   // "tls"
-	Limits        Limits      // "limits"
-	Defaults      Defaults    // "defaults"
-	AutoDeclare   AutoDeclare // "auto_declare"
-	Exchanges     []Exchange  // "exchanges"
-	Queues        []Queue     // "queues"
+	Listen        string      `yaml:"listen"`
+	MetricsListen string      `yaml:"metrics_listen"` // "" disables the HTTP endpoint
+	AMQP          AMQP        `yaml:"amqp"`
+	TLS           ServerTLS   `yaml:"tls"`
+	Limits        Limits      `yaml:"limits"`
+	Auth          Auth        `yaml:"auth"`
+	Defaults      Defaults    `yaml:"defaults"`
+	AutoDeclare   AutoDeclare `yaml:"auto_declare"`
+	Exchanges     []Exchange  `yaml:"exchanges"`
+	Queues        []Queue     `yaml:"queues"`
 
-	idx *index
+	idx index
 }
 
 // AMQP configures the broker connections.
 type AMQP struct {
-	URLs               []URL         // "urls": cluster nodes, tried in order from a random start
-	ConnectionName     string        // "connection_name": shown in the management UI
-	ConsumeConnections int           // "consume_connections": reservation channels are spread over these
-	ConfirmTimeout     time.Duration // "confirm_timeout": how long a set waits for the publisher confirm
-	Heartbeat          time.Duration // "heartbeat": 0 takes the broker's (RabbitMQ: 60s); amqp091-go cannot switch them off
-	TLS                ClientTLS     // "tls": used for amqps:// URLs
+	URLs               []URL         `yaml:"urls"`                // cluster nodes, tried in order from a random start
+	ConnectionName     string        `yaml:"connection_name"`     // shown in the management UI
+	ConsumeConnections int           `yaml:"consume_connections"` // reservation channels are spread over these
+	ConfirmTimeout     time.Duration `yaml:"confirm_timeout"`     // how long a set waits for the publisher confirm
+	Heartbeat          time.Duration `yaml:"heartbeat"`           // 0 takes the broker's (RabbitMQ: 60s); amqp091-go cannot switch them off
+	TLS                ClientTLS     `yaml:"tls"`                 // used for amqps:// URLs
 }
 
 // ClientTLS configures TLS towards the broker. LoadFile resolves relative
 // paths against the config file's directory, so a config works from any cwd.
 type ClientTLS struct {
-	CAFile     string // "ca_file"
-	CertFile   string // "cert_file"
-	KeyFile    string // "key_file"
-	ServerName string // "server_name": overrides the host name checked in the broker's certificate
+	CAFile     string `yaml:"ca_file"`
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	ServerName string `yaml:"server_name"` // overrides the host name checked in the broker's certificate
 }
 
 // ServerTLS configures TLS on the memcache port. LoadFile resolves relative
 // paths against the config file's directory.
 type ServerTLS struct {
-	CertFile     string // "cert_file"
-	KeyFile      string // "key_file"
-	ClientCAFile string // "client_ca_file": when set, clients must present a certificate it signed
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	ClientCAFile string `yaml:"client_ca_file"` // when set, clients must present a certificate it signed
 }
 
 // Enabled reports whether the memcache port speaks TLS. Load guarantees that
@@ -112,102 +129,84 @@ func (t ServerTLS) Enabled() bool { return t.CertFile != "" && t.KeyFile != "" }
 
 // Limits bound what one client, or all of them, can make the gateway hold.
 type Limits struct {
-	MaxConnections               int           // "max_connections"
-	MaxItemSize                  int64         // "max_item_size", bytes; YAML accepts 1048576, 512KiB, 1MiB, 1GiB
-	IdleTimeout                  time.Duration // "idle_timeout": 0 = connections may idle forever
-	ReadTimeout                  time.Duration // "read_timeout": deadline for a partly sent command or data block; 0 = none
-	MaxReservationsPerConnection int           // "max_reservations_per_connection"
+	MaxConnections               int           `yaml:"max_connections"`
+	MaxItemSize                  Size          `yaml:"max_item_size"` // at most MaxItemSizeLimit
+	IdleTimeout                  time.Duration `yaml:"idle_timeout"`  // 0 = connections may idle forever
+	ReadTimeout                  time.Duration `yaml:"read_timeout"`  // deadline for a partly sent command or data block; 0 = none
+	MaxReservationsPerConnection int           `yaml:"max_reservations_per_connection"`
+	// MaxQueues bounds the queues this gateway auto-declares: past it a set
+	// of a new queue is SERVER_ERROR too many queues and a get a miss.
+	MaxQueues int `yaml:"max_queues"`
+	// MaxPendingBytes bounds the values read from clients but not yet
+	// confirmed by the broker; above it the gateway pauses reading. Load
+	// guarantees it is at least MaxItemSize, so that one value always fits.
+	MaxPendingBytes Size `yaml:"max_pending_bytes"`
+}
+
+// Auth says whether memcache clients log in as broker users (the broker
+// checks passwords and vhost permissions, as its STOMP and MQTT plugins do).
+type Auth struct {
+	Mode AuthMode `yaml:"mode"`
+	// Anonymous says what clients that do not log in may do under
+	// AuthBroker. Under AuthNone nobody logs in and everyone acts as the
+	// amqp.urls user, so Load refuses `anonymous: allow` there: it would
+	// mean the operator expects logins that never happen. `deny` (the
+	// default, and what the documented example spells out) is accepted.
+	Anonymous AnonymousMode `yaml:"anonymous"`
+	// VHost is the vhost of users who do not name one ("vhost:user").
+	VHost string `yaml:"vhost"`
+	// IdleClose closes a user's broker connections after this long unused.
+	IdleClose time.Duration `yaml:"idle_close"`
+	// MaxUsers bounds the identities with open broker connections at once.
+	MaxUsers int `yaml:"max_users"`
 }
 
 // Defaults are the per-queue settings that apply to auto-declared queues and
 // to YAML queues that leave them out.
 type Defaults struct {
-	ReservationTimeout time.Duration // "reservation_timeout"
-	QueueType          QueueType     // "queue_type"
-	Ack                AckMode       // "ack"
+	ReservationTimeout time.Duration `yaml:"reservation_timeout"`
+	QueueType          QueueType     `yaml:"queue_type"`
+	Ack                AckMode       `yaml:"ack"`
 }
 
 // AutoDeclare says which keys may create a durable queue on first use.
 type AutoDeclare struct {
-	Enabled bool      // "enabled"
-	Keys    []Pattern // "keys"
+	Enabled bool      `yaml:"enabled"`
+	Keys    []Pattern `yaml:"keys"`
 }
 
 // Exchange is an exchange that mcbridge declares and that `set` publishes to
 // when the key matches Keys (the key becomes the routing key).
 type Exchange struct {
-	Name string       // "name"
-	Type ExchangeType // "type"
-	Keys []Pattern    // "keys"
-	Line int          // line of this exchange in the YAML, 0 when it did not come from a file
+	Name string       `yaml:"name"`
+	Type ExchangeType `yaml:"type"`
+	Keys []Pattern    `yaml:"keys"`
+	Line int          `yaml:"-"` // line of this exchange in the YAML, 0 when it did not come from a file
 }
 
 // Binding binds a queue to an exchange declared in the same config.
 type Binding struct {
-	Exchange string // "exchange"
-	// RoutingKey ("routing_key") is filled in by Load when left out: "#" for
-	// topic exchanges, the queue's name for direct exchanges, "" for fanout.
-	RoutingKey string
+	Exchange string `yaml:"exchange"`
+	// RoutingKey is filled in by Load when left out: "#" for topic
+	// exchanges, the queue's name for direct exchanges, "" for fanout.
+	RoutingKey string `yaml:"routing_key"`
 }
 
 // Queue is a queue declared at start-up with these arguments. Load fills Type,
 // Ack and ReservationTimeout from Defaults when the YAML leaves them out.
 type Queue struct {
-	Name               string        // "name"
-	Type               QueueType     // "type"
-	Bindings           []Binding     // "bindings"
-	Ack                AckMode       // "ack"
-	ReservationTimeout time.Duration // "reservation_timeout"
-	MaxLength          int64         // "max_length": 0 = unlimited (argument omitted)
-	Overflow           Overflow      // "overflow"
-	MessageTTL         time.Duration // "message_ttl": 0 = none (argument omitted); whole milliseconds
-	DeadLetterExchange string        // "dead_letter_exchange"
-	DeliveryLimit      int           // "delivery_limit": quorum only; 0 = unlimited
-	Line               int           // line of this queue in the YAML, 0 when it did not come from a file
+	Name               string        `yaml:"name"`
+	Type               QueueType     `yaml:"type"`
+	Bindings           []Binding     `yaml:"bindings"`
+	Ack                AckMode       `yaml:"ack"`
+	ReservationTimeout time.Duration `yaml:"reservation_timeout"`
+	MaxLength          int64         `yaml:"max_length"`  // 0 = unlimited (argument omitted)
+	Overflow           Overflow      `yaml:"overflow"`    // what a full queue does with a new message
+	MessageTTL         time.Duration `yaml:"message_ttl"` // 0 = none (argument omitted); whole milliseconds
+	DeadLetterExchange string        `yaml:"dead_letter_exchange"`
+	DeliveryLimit      int           `yaml:"delivery_limit"` // quorum only; 0 = unlimited
+	Line               int           `yaml:"-"`              // line of this queue in the YAML, 0 when it did not come from a file
 }
-
-// QueueType is RabbitMQ's x-queue-type.
-type QueueType string
-
-// Queue types mcbridge declares.
-const (
-	QueueClassic QueueType = "classic"
-	QueueQuorum  QueueType = "quorum"
-)
-
-// AckMode says when a delivered message is acked.
-type AckMode string
-
-// Ack modes.
-const (
-	// AckManual makes `get` reserve and `delete` ack (the redqueue model).
-	AckManual AckMode = "manual"
-	// AckAuto makes `get` destructive, like memcacheq and starling.
-	AckAuto AckMode = "auto"
-)
-
-// ExchangeType is an AMQP exchange type.
-type ExchangeType string
-
-// Exchange types mcbridge declares. Headers exchanges are left out: a
-// memcache set carries nothing to match headers against.
-const (
-	ExchangeFanout ExchangeType = "fanout"
-	ExchangeDirect ExchangeType = "direct"
-	ExchangeTopic  ExchangeType = "topic"
-)
-
-// Overflow is RabbitMQ's x-overflow: what a full queue does with a new message.
-type Overflow string
-
-// Overflow behaviours.
-const (
-	// OverflowRejectPublish nacks the publish, so the client gets NOT_STORED
-	// and no STORED message is ever dropped.
-	OverflowRejectPublish Overflow = "reject-publish"
-	// OverflowDropHead drops (or dead-letters) the oldest message.
-	OverflowDropHead Overflow = "drop-head"
-)
 
 // Error is a problem in a config file, placed so an operator can fix it.
 type Error struct {
@@ -231,7 +230,14 @@ func (e *Error) Error() string {
 // Default returns the configuration mcbridge runs with when it has no config
 // file: a local memcache port, a local broker and auto-declared queues.
 func Default() *Config {
-	c := &Config{
+	c := defaults()
+	c.buildIndex()
+	return c
+}
+
+// defaults is Default without the index: Load decodes the file over it.
+func defaults() *Config {
+	return &Config{
 		Listen:        DefaultListen,
 		MetricsListen: DefaultMetricsListen,
 		AMQP: AMQP{
@@ -247,6 +253,15 @@ func Default() *Config {
 			IdleTimeout:                  DefaultIdleTimeout,
 			ReadTimeout:                  DefaultReadTimeout,
 			MaxReservationsPerConnection: DefaultMaxReservationsPerConnection,
+			MaxQueues:                    DefaultMaxQueues,
+			MaxPendingBytes:              DefaultMaxPendingBytes,
+		},
+		Auth: Auth{
+			Mode:      DefaultAuthMode,
+			Anonymous: DefaultAnonymous,
+			VHost:     DefaultVHost,
+			IdleClose: DefaultIdleClose,
+			MaxUsers:  DefaultMaxUsers,
 		},
 		Defaults: Defaults{
 			ReservationTimeout: DefaultReservationTimeout,
@@ -258,22 +273,35 @@ func Default() *Config {
 			Keys:    []Pattern{MustParsePattern(DefaultAutoDeclareKey)},
 		},
 	}
-	c.buildIndex()
-	return c
 }
 
-// Load parses a YAML config. An empty document yields Default(). The error,
-// when there is one, is an *Error.
+// Load parses a YAML config; keys it leaves out keep their defaults, and an
+// empty document yields Default(). The error, when there is one, is an
+// *Error.
+//
+// Loading goes in three steps, and the first problem found is reported:
+// the YAML is parsed and every key and value is checked against the schema,
+// in file order (walk.go); the document is decoded over Default() with
+// unknown fields refused (decode.go); then the rules that span settings run
+// (validate.go), naming lines through the layout the first step recorded.
 func Load(data []byte) (*Config, error) {
-	c := Default()
-	d := &decoder{cfg: c}
-	if err := d.decode(data); err != nil {
+	root, err := parse(data)
+	if err != nil {
 		return nil, err
 	}
-	if err := d.finish(); err != nil {
+	lay, err := walk(root)
+	if err != nil {
 		return nil, err
 	}
-	c.buildIndex()
+	c := defaults()
+	if err := decode(data, c); err != nil {
+		return nil, err
+	}
+	c.fill(lay)
+	c.buildIndex() // validate looks exchanges up
+	if err := c.validate(lay); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 

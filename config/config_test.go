@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 )
 
 // want returns Default() changed by edit, for comparing with a loaded file.
@@ -34,7 +32,7 @@ func patterns(ss ...string) []Pattern {
 func equalConfig(t *testing.T, got, want *Config) {
 	t.Helper()
 	g, w := *got, *want
-	g.idx, w.idx = nil, nil
+	g.idx, w.idx = index{}, index{}
 	if !reflect.DeepEqual(g, w) {
 		gj, _ := json.MarshalIndent(g, "", "  ")
 		wj, _ := json.MarshalIndent(w, "", "  ")
@@ -54,20 +52,20 @@ func TestLoadGood(t *testing.T) {
 		{"comments_only.good.yml", Default()},
 		{"spec_example.good.yml", want(func(c *Config) {
 			c.Exchanges = []Exchange{
-				{Name: "orders", Type: ExchangeFanout, Keys: patterns("orders"), Line: 16},
-				{Name: "logs", Type: ExchangeTopic, Keys: patterns("logs.#"), Line: 19},
+				{Name: "orders", Type: ExchangeFanout, Keys: patterns("orders"), Line: 23},
+				{Name: "logs", Type: ExchangeTopic, Keys: patterns("logs.#"), Line: 26},
 			}
 			c.Queues = []Queue{
 				{
 					Name: "billing", Type: QueueClassic, Ack: AckManual,
 					Bindings:           []Binding{{Exchange: "orders", RoutingKey: ""}},
-					ReservationTimeout: 5 * time.Minute, Overflow: OverflowRejectPublish, Line: 23,
+					ReservationTimeout: 5 * time.Minute, Overflow: OverflowRejectPublish, Line: 30,
 				},
 				{
 					Name: "errors", Type: QueueClassic, Ack: AckManual,
 					Bindings:           []Binding{{Exchange: "logs", RoutingKey: "logs.*.error"}},
 					ReservationTimeout: 30 * time.Second, MaxLength: 100000,
-					Overflow: OverflowRejectPublish, Line: 26,
+					Overflow: OverflowRejectPublish, Line: 33,
 				},
 			}
 		})},
@@ -97,7 +95,7 @@ func TestLoadGood(t *testing.T) {
 			}
 		})},
 		{"size_kib.good.yml", want(func(c *Config) { c.Limits.MaxItemSize = 512 << 10 })},
-		{"size_mib.good.yml", want(func(c *Config) { c.Limits.MaxItemSize = 128 << 20 })},
+		{"size_mib.good.yml", want(func(c *Config) { c.Limits.MaxItemSize = 16 << 20 })},
 		{"size_bytes.good.yml", want(func(c *Config) { c.Limits.MaxItemSize = 1048577 })},
 		{"merge.good.yml", want(func(c *Config) {
 			c.Queues = []Queue{
@@ -134,13 +132,17 @@ func TestLoadGood(t *testing.T) {
 				KeyFile:      filepath.Join("testdata", "server.key"),
 				ClientCAFile: filepath.Join("testdata", "clients.pem"),
 			}
-			c.Limits = Limits{MaxConnections: 10, MaxItemSize: 1 << 20, IdleTimeout: 10 * time.Minute, MaxReservationsPerConnection: 1}
+			c.Limits = Limits{
+				MaxConnections: 10, MaxItemSize: 1 << 20, IdleTimeout: 10 * time.Minute, MaxReservationsPerConnection: 1,
+				MaxQueues: 500, MaxPendingBytes: 64 << 20,
+			}
+			c.Auth = Auth{Mode: AuthBroker, Anonymous: AnonymousAllow, VHost: "prod", IdleClose: 5 * time.Minute, MaxUsers: 20}
 			c.AutoDeclare = AutoDeclare{Enabled: false, Keys: patterns("jobs.*", "tmp.#")}
-			c.Exchanges = []Exchange{{Name: "events", Type: ExchangeTopic, Keys: patterns("events.#", "audit"), Line: 22}}
+			c.Exchanges = []Exchange{{Name: "events", Type: ExchangeTopic, Keys: patterns("events.#", "audit"), Line: 30}}
 			c.Queues = []Queue{{
 				Name: "all-events", Type: QueueClassic, Ack: AckManual, ReservationTimeout: 5 * time.Minute,
 				Bindings: []Binding{{Exchange: "events", RoutingKey: "#"}, {Exchange: "events", RoutingKey: "audit"}},
-				Overflow: OverflowRejectPublish, Line: 26,
+				Overflow: OverflowRejectPublish, Line: 34,
 			}}
 		})},
 	}
@@ -172,8 +174,19 @@ func TestLoadBad(t *testing.T) {
 		wantErr string // the whole message, after "testdata/<file>:"
 	}{
 		{"ack_invalid.bad.yml", `2: defaults.ack "yes" is not one of manual, auto`},
+		{"amqp_key_too_shallow.bad.yml", `3: invalid YAML: did not find expected key: "confirm_timeout:" is probably indented wrong; the keys of one mapping start in the same column`},
 		{"amqp_tls_cert_without_key.bad.yml", `4: amqp.tls.cert_file is set without amqp.tls.key_file; a client certificate needs both`},
 		{"amqp_tls_without_amqps.bad.yml", `4: amqp.tls is set but no amqp.urls entry uses amqps://, so it would be ignored`},
+		{"auth_anonymous_invalid.bad.yml", `3: auth.anonymous "maybe" is not one of deny, allow`},
+		{"auth_anonymous_without_broker.bad.yml", `2: auth.anonymous allow has no effect with auth.mode none, where every client acts as the amqp.urls user; set auth.mode: broker to make clients log in`},
+		{"auth_idle_close_zero.bad.yml", `2: auth.idle_close 0s must be greater than 0`},
+		{"auth_max_users_zero.bad.yml", `2: auth.max_users 0 must be at least 1`},
+		{"auth_mode_invalid.bad.yml", `2: auth.mode "ldap" is not one of none, broker`},
+		{"auth_not_mapping.bad.yml", `1: auth must be a mapping, got the value "broker"`},
+		{"auth_unknown_key.bad.yml", `1: unknown key "users" in auth; known keys: mode, anonymous, vhost, idle_close, max_users`},
+		{"auth_vhost_control.bad.yml", `2: auth.vhost "prod\n" contains a control character`},
+		{"auth_vhost_empty.bad.yml", `3: auth.vhost "" must not be empty; RabbitMQ's default vhost is "/"`},
+		{"auth_vhost_not_indented.bad.yml", `3: unknown top-level key "vhost"; did you mean auth.vhost? (indent it under auth:)`},
 		{"auto_declare_enabled_type.bad.yml", `2: auto_declare.enabled "maybe" is not a boolean; want true or false`},
 		{"auto_declare_key_empty.bad.yml", `2: auto_declare.keys[0] "" matches no key: memcache keys are never empty`},
 		{"auto_declare_key_pattern.bad.yml", `2: auto_declare.keys[1] "tmp#" is not a valid pattern: word "tmp#" mixes a wildcard with other characters; "*" and "#" must be whole words between dots`},
@@ -184,6 +197,9 @@ func TestLoadBad(t *testing.T) {
 		{"binding_missing_exchange.bad.yml", `4: queues[0] "billing": bindings[0]: exchange is required, e.g. {exchange: orders}`},
 		{"binding_topic_pattern.bad.yml", `6: queues[0] "errors": bindings[0].routing_key "logs.*error" is not a valid pattern: word "*error" mixes a wildcard with other characters; "*" and "#" must be whole words between dots`},
 		{"binding_unknown_exchange.bad.yml", `6: queues[0] "billing": bindings[0]: exchange "order" is not declared in exchanges`},
+		{"bindings_flush_left.bad.yml", `4: unknown top-level key "bindings"; did you mean queues[0].bindings? (indent it to line up with the keys of queues[0])`},
+		{"bindings_too_shallow.bad.yml", `6: invalid YAML: did not find expected '-' indicator: "bindings:" is probably indented wrong; the keys of one mapping start in the same column`},
+		{"boolean_yes.bad.yml", `2: auto_declare.enabled "yes" is not a boolean; want true or false`},
 		{"confirm_timeout_no_unit.bad.yml", `2: amqp.confirm_timeout "5" is not a duration; use Go syntax such as 500ms, 30s, 5m or 1h30m`},
 		{"confirm_timeout_zero.bad.yml", `2: amqp.confirm_timeout 0s must be greater than 0`},
 		{"consume_connections_zero.bad.yml", `2: amqp.consume_connections 0 must be at least 1`},
@@ -203,17 +219,22 @@ func TestLoadBad(t *testing.T) {
 		{"heartbeat_fraction.bad.yml", `2: amqp.heartbeat 1500ms must be whole seconds: AMQP negotiates heartbeats in seconds`},
 		{"heartbeat_negative.bad.yml", `2: amqp.heartbeat -10s must not be negative (0 disables heartbeats)`},
 		{"idle_timeout_negative.bad.yml", `2: limits.idle_timeout -1s must not be negative (0 means no timeout)`},
-		{"keys_not_list.bad.yml", `4: exchanges[0] "orders": keys must be a list, got the value "orders"`},
+		{"key_in_other_section.bad.yml", `3: unknown key "max_connections" in amqp; did you mean limits.max_connections? (move it under limits:)`},
+		{"keys_not_list.bad.yml", `4: exchanges[0] "orders": keys must be a list, got the value "orders"; write ["orders"] for a list of one`},
+		{"list_for_mapping.bad.yml", `2: limits must be a mapping, got a list; remove the "- " in front of its keys`},
 		{"listen_invalid.bad.yml", `1: listen "11211" is not a host:port address, e.g. 127.0.0.1:11211 or :11211`},
 		{"listen_port_range.bad.yml", `1: listen "127.0.0.1:70000" has port "70000"; want a number from 0 to 65535`},
 		{"listen_same_as_metrics.bad.yml", `2: metrics_listen "127.0.0.1:9000" is the same address as listen; the memcache and HTTP servers need a port each`},
 		{"max_connections_type.bad.yml", `2: limits.max_connections "lots" is not a whole number`},
 		{"max_connections_zero.bad.yml", `2: limits.max_connections 0 must be at least 1`},
+		{"max_item_size_above_rabbitmq4.bad.yml", `2: limits.max_item_size 17MiB is above 16MiB, the largest message RabbitMQ 4.x accepts by default (max_message_size); a larger one would make the broker close the publish channel that all clients share`},
 		{"max_item_size_fraction.bad.yml", `2: limits.max_item_size "1.5MiB" is not a whole number; write 1536KiB rather than 1.5MiB`},
-		{"max_item_size_too_large.bad.yml", `2: limits.max_item_size 1 GiB is above 128MiB, the largest message RabbitMQ accepts`},
+		{"max_item_size_too_large.bad.yml", `2: limits.max_item_size 1 GiB is above 16MiB, the largest message RabbitMQ 4.x accepts by default (max_message_size); a larger one would make the broker close the publish channel that all clients share`},
 		{"max_item_size_unit.bad.yml", `2: limits.max_item_size "2MB" has unknown unit "MB"; use bytes or KiB, MiB, GiB (1024-based)`},
 		{"max_item_size_zero.bad.yml", `2: limits.max_item_size 0 must be greater than 0`},
 		{"max_length_negative.bad.yml", `3: queues[0] "jobs": max_length -5 must not be negative`},
+		{"max_pending_bytes_below_item_size.bad.yml", `3: limits.max_pending_bytes 1MiB is below limits.max_item_size (2MiB): a value of the largest size must fit`},
+		{"max_queues_zero.bad.yml", `2: limits.max_queues 0 must be at least 1 (auto_declare: {enabled: false} stops auto-declaring)`},
 		{"max_reservations_zero.bad.yml", `2: limits.max_reservations_per_connection 0 must be at least 1`},
 		{"merge_not_mapping.bad.yml", `2: merge key << in queues[0] "jobs" must refer to a mapping`},
 		{"message_ttl_fraction.bad.yml", `3: queues[0] "jobs": message_ttl 1500us must be whole milliseconds: RabbitMQ's x-message-ttl counts milliseconds`},
@@ -221,35 +242,47 @@ func TestLoadBad(t *testing.T) {
 		{"metrics_listen_null.bad.yml", `1: metrics_listen has no value; write metrics_listen: "" to disable it, or remove the key for the default 127.0.0.1:9150`},
 		{"not_a_mapping.bad.yml", `1: the config must be a mapping of keys to values, got a list`},
 		{"null_value.bad.yml", `2: amqp.confirm_timeout has no value; remove the key to use the default`},
+		{"number_octal.bad.yml", `2: limits.max_connections "010" starts with 0, which YAML reads as octal; write the number without leading zeros`},
+		{"number_quoted.bad.yml", `2: limits.max_connections "10" is quoted; write the number without quotes`},
 		{"overflow_invalid.bad.yml", `3: queues[0] "jobs": overflow "reject-publish-dlx" is not one of reject-publish, drop-head`},
 		{"queue_duplicate.bad.yml", `4: queues[2]: name "jobs" is already used by queues[0] (line 2)`},
+		{"queue_key_too_deep.bad.yml", `3: invalid YAML: mapping values are not allowed in this context: "type:" is indented deeper than the line above; the keys of one mapping start in the same column`},
+		{"queue_key_too_shallow.bad.yml", `3: invalid YAML: did not find expected '-' indicator: "type:" is probably indented wrong; the keys of one mapping start in the same column`},
 		{"queue_name_missing.bad.yml", `2: queues[0]: name is required`},
 		{"queue_name_reserved.bad.yml", `2: queues[0]: name "amq.gen-1" must not start with "amq." (RabbitMQ reserves it)`},
 		{"queue_name_slash.bad.yml", `2: queues[0]: name "jobs/open" contains "/", which starts kestrel options in a key, so no client could address the queue`},
 		{"queue_name_too_long.bad.yml", `2: queues[0]: name "` + strings.Repeat("q", 251) + `" is 251 bytes long; the limit is 250`},
 		{"queue_name_whitespace.bad.yml", `2: queues[0]: name "jobs\tlow" contains '\t'; whitespace and control characters are not allowed`},
 		{"queue_not_mapping.bad.yml", `2: queues[0] must be a mapping, got the value "jobs"`},
+		{"queue_reservation_timeout_zero.bad.yml", `3: queues[0] "jobs": reservation_timeout 0s must be greater than 0`},
 		{"queue_reservation_timeout_too_long.bad.yml", `3: queues[0] "jobs": reservation_timeout 1h must be below 30m0s, RabbitMQ's default consumer_timeout: the broker would close the consume channel before the lease ends`},
+		{"queue_type_in_binding.bad.yml", `6: unknown key "type" in queues[0] "errors": bindings[0]; did you mean queues[0].type? (outdent it to line up with bindings:)`},
 		{"queue_type_invalid.bad.yml", `2: defaults.queue_type "stream" is not one of classic, quorum`},
 		{"read_timeout_negative.bad.yml", `2: limits.read_timeout -30s must not be negative (0 means no timeout)`},
 		{"repeated_key.bad.yml", `3: key "max_connections" is repeated in limits (first at line 2)`},
 		{"reservation_timeout_too_long.bad.yml", `2: defaults.reservation_timeout 30m must be below 30m0s, RabbitMQ's default consumer_timeout: the broker would close the consume channel before the lease ends`},
 		{"reservation_timeout_zero.bad.yml", `2: defaults.reservation_timeout 0s must be greater than 0`},
+		{"routing_key_too_shallow.bad.yml", `6: unknown key "routing_key" in queues[0] "errors"; did you mean queues[0].bindings[0].routing_key? (indent it to line up with the keys of queues[0].bindings[0])`},
 		{"section_not_mapping.bad.yml", `1: limits must be a mapping, got the value "10"`},
-		{"syntax.bad.yml", `2: invalid YAML: found character that cannot start any token`},
+		{"section_too_deep.bad.yml", `3: unknown key "limits" in amqp; did you mean the top-level key "limits"? (outdent it to line up with amqp:)`},
+		{"syntax.bad.yml", `2: invalid YAML: did not find expected ',' or ']'`},
+		{"tab_indent.bad.yml", `2: invalid YAML: a tab indents this line; YAML indents with spaces only`},
+		{"tab_indent_later.bad.yml", `3: invalid YAML: a tab indents this line; YAML indents with spaces only`},
 		{"tls_cert_without_key.bad.yml", `2: tls.cert_file is set without tls.key_file; TLS on the memcache port needs both`},
 		{"tls_client_ca_without_cert.bad.yml", `2: tls.client_ca_file is set but TLS is off; it needs tls.cert_file and tls.key_file`},
 		{"tls_key_without_cert.bad.yml", `2: tls.key_file is set without tls.cert_file; TLS on the memcache port needs both`},
 		{"two_documents.bad.yml", `2: a second YAML document starts here; mcbridge reads one`},
 		{"unknown_key_binding.bad.yml", `4: unknown key "routingkey" in queues[0] "jobs": bindings[0]; did you mean "routing_key"?`},
-		{"unknown_key_limits.bad.yml", `3: unknown key "foo" in limits; known keys: max_connections, max_item_size, idle_timeout, read_timeout, max_reservations_per_connection`},
+		{"unknown_key_limits.bad.yml", `3: unknown key "foo" in limits; known keys: max_connections, max_item_size, idle_timeout, read_timeout, max_reservations_per_connection, max_queues, max_pending_bytes`},
 		{"unknown_key_queue.bad.yml", `3: unknown key "durable" in queues[0] "jobs"; known keys: name, type, bindings, ack, reservation_timeout, max_length, overflow, message_ttl, dead_letter_exchange, delivery_limit`},
-		{"unknown_key_top.bad.yml", `2: unknown key "lisen"; did you mean "listen"?`},
+		{"unknown_key_top.bad.yml", `2: unknown top-level key "lisen"; did you mean "listen"?`},
 		{"url_duplicate.bad.yml", `4: amqp.urls[1] "amqp://a:xxxxx@h1/" is listed twice (first at line 3)`},
 		{"url_scheme.bad.yml", `2: amqp.urls[0] "http://guest:xxxxx@localhost:5672/" has scheme "http"; want amqp or amqps`},
 		{"url_unparsable.bad.yml", `3: amqp.urls[0] "amqp://guest:xxxxx@localhost:56x72/" is not a valid URL: invalid port ":56x72" after host`},
 		{"urls_empty.bad.yml", `2: amqp.urls must list at least one broker URL (remove the key for the default amqp://guest:xxxxx@127.0.0.1:5672/)`},
-		{"urls_not_list.bad.yml", `2: amqp.urls must be a list, got the value "amqp://localhost/"`},
+		{"urls_mapping.bad.yml", `2: amqp.urls must be a list, got a mapping`},
+		{"urls_not_indented.bad.yml", `3: unknown top-level key "urls"; did you mean amqp.urls? (indent it under amqp:)`},
+		{"urls_not_list.bad.yml", `2: amqp.urls must be a list, got the value "amqp://guest:xxxxx@localhost/"; write ["amqp://guest:xxxxx@localhost/"] for a list of one`},
 	}
 	covered := map[string]bool{}
 	for _, tt := range tests {
@@ -480,35 +513,18 @@ queues:
 	}
 }
 
-// Other packages' tests build configs by hand; lookups must not answer from
-// an index that no longer describes the slices.
-func TestLookupsAfterEdit(t *testing.T) {
-	c := Default()
-	c.Queues = append(c.Queues, Queue{Name: "late"})
-	c.Exchanges = append(c.Exchanges, Exchange{Name: "ex", Type: ExchangeFanout, Keys: patterns("k")})
-	if _, ok := c.Queue("late"); !ok {
-		t.Error("Queue(late) not found after append")
-	}
-	if _, ok := c.Exchange("ex"); !ok {
-		t.Error("Exchange(ex) not found after append")
-	}
-	if x, ok := c.ExchangeFor("k"); !ok || x.Name != "ex" {
-		t.Error("ExchangeFor(k) not found after append")
-	}
-	c, err := Load([]byte("queues: [{name: a}, {name: b}]"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Queues[0].Name = "renamed"
-	if _, ok := c.Queue("a"); ok {
-		t.Error("Queue(a) found after rename")
-	}
-	if q, ok := c.Queue("b"); !ok || q != &c.Queues[1] {
-		t.Error("Queue(b) not found after renaming another queue")
-	}
+// The index is built by Default and Load; a Config built by hand has none
+// and finds nothing, rather than failing.
+func TestLookupsZeroConfig(t *testing.T) {
 	var zero Config
 	if _, ok := zero.Queue("a"); ok {
 		t.Error("zero Config has queues")
+	}
+	if _, ok := zero.Exchange("a"); ok {
+		t.Error("zero Config has exchanges")
+	}
+	if zero.AutoDeclarable("a") {
+		t.Error("zero Config auto-declares")
 	}
 }
 
@@ -521,6 +537,7 @@ func TestURLRedaction(t *testing.T) {
 		{"amqp://h/", "amqp://h/"},
 		{"amqp://u:hunter2@h:bad/", "amqp://u:xxxxx@h:bad/"},           // unparsable
 		{"guest:hunter2@localhost:5672", "guest:xxxxx@localhost:5672"}, // no scheme
+		{":hunter2@://@", ":xxxxx@"},                                   // "://" after the password (found by FuzzLoad)
 	}
 	for _, tt := range tests {
 		u := URL(tt.raw)
@@ -562,9 +579,21 @@ func FuzzLoad(f *testing.F) {
 			if !errors.As(err, &ce) {
 				t.Fatalf("error %v is not an *Error", err)
 			}
+			// The walk checks everything the YAML library would refuse,
+			// so the library's own messages never reach the operator.
+			if strings.HasPrefix(ce.Msg, "invalid value:") {
+				t.Fatalf("walk and decode disagree: %v", err)
+			}
+			if passwordsOnlyInUserinfo(string(data)) && strings.Contains(err.Error(), password) {
+				t.Fatalf("error leaks a password: %v", err)
+			}
 			return
 		}
-		c.Settings()
+		for _, s := range c.Settings() {
+			if passwordsOnlyInUserinfo(string(data)) && strings.Contains(s.Value, password) {
+				t.Fatalf("%s = %s leaks a password", s.Name, s.Value)
+			}
+		}
 	})
 }
 
@@ -575,7 +604,7 @@ func TestLoadAliasCycles(t *testing.T) {
 		{"queues:\n  - &first\n    <<: *first\n    name: b\n", `line 3: merge key << in queues[0] "b" merges a mapping into itself`},
 		{"limits: &x\n  <<: *x\n", "line 2: merge key << in limits merges a mapping into itself"},
 		{"queues: &q\n  - *q\n", "line 1: queues[0] must be a mapping, got a list"},
-		{"amqp: &a\n  tls: *a\n", `line 2: unknown key "tls" in amqp.tls; known keys: ca_file, cert_file, key_file, server_name`},
+		{"amqp: &a\n  tls: *a\n", `line 2: unknown key "tls" in amqp.tls; did you mean amqp.tls? (outdent it to line up with tls:)`},
 	}
 	for _, tt := range tests {
 		if _, err := Load([]byte(tt.data)); fmt.Sprint(err) != tt.wantErr {
@@ -584,11 +613,13 @@ func TestLoadAliasCycles(t *testing.T) {
 	}
 }
 
+// Nested merge keys and aliases cannot make loading take exponential time:
+// eight levels of eight merges would expand to 8^8 mappings.
 func TestMergeBlowUp(t *testing.T) {
 	var b strings.Builder
-	b.WriteString("- &a0 {k: 1, j: 2}\n")
+	b.WriteString("queues:\n  - &a0 {name: q0, type: quorum}\n")
 	for i := 1; i <= 8; i++ {
-		fmt.Fprintf(&b, "- &a%d {<<: [", i)
+		fmt.Fprintf(&b, "  - &a%d {name: q%d, <<: [", i, i)
 		for j := range 8 {
 			if j > 0 {
 				b.WriteString(", ")
@@ -597,13 +628,24 @@ func TestMergeBlowUp(t *testing.T) {
 		}
 		b.WriteString("]}\n")
 	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal([]byte(b.String()), &doc); err != nil {
-		t.Fatal(err)
+	_, err := Load([]byte(b.String()))
+	if err == nil || !strings.Contains(err.Error(), "expand to more than 10000 values") {
+		t.Errorf("Load = %v, want the expansion limit", err)
 	}
-	items := doc.Content[0].Content
-	_, err := pairs(items[len(items)-1], "limits")
-	if err == nil || !strings.Contains(err.Error(), "expand to more than 10000 keys") {
-		t.Errorf("pairs = %v, want the expansion limit", err)
+}
+
+// A mis-indented key is reported on its own line, however far above it its
+// block began (the YAML library names the block's first line).
+func TestSyntaxErrorOnOffendingLine(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("queues:\n")
+	for i := range 500 {
+		fmt.Fprintf(&b, "  - name: q%d\n    type: quorum\n", i)
+	}
+	b.WriteString("  - name: last\n  type: quorum\n") // line 1003
+	_, err := Load([]byte(b.String()))
+	want := `line 1003: invalid YAML: did not find expected '-' indicator: "type:" is probably indented wrong; the keys of one mapping start in the same column`
+	if fmt.Sprint(err) != want {
+		t.Errorf("Load = %v\nwant %s", err, want)
 	}
 }

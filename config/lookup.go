@@ -2,83 +2,50 @@ package config
 
 import "strings"
 
-// index makes name lookups O(1) on the per-command path. It remembers which
-// slices it was built from: when a caller has since replaced or grown them
-// (as tests of other packages do), lookups fall back to a scan instead of
-// answering from a stale index. Nothing is written after Load, so readers
-// need no lock.
+// index makes name lookups O(1) on the per-command path. Default and Load
+// build it once; a Config is read-only after that, so readers need no lock,
+// and a Config whose Queues or Exchanges were changed afterwards answers
+// from the index it was built with. Code that needs other queues builds its
+// Config from YAML.
 type index struct {
-	queues    map[string]int
-	queuesOf  *Queue
-	queuesLen int
-
-	exchanges    map[string]int
-	exchangesOf  *Exchange
-	exchangesLen int
+	queues    map[string]int // name → position in Config.Queues; the first one wins
+	exchanges map[string]int // name → position in Config.Exchanges
 }
 
 func (c *Config) buildIndex() {
-	x := &index{
-		queues:       make(map[string]int, len(c.Queues)),
-		queuesOf:     first(c.Queues),
-		queuesLen:    len(c.Queues),
-		exchanges:    make(map[string]int, len(c.Exchanges)),
-		exchangesOf:  first(c.Exchanges),
-		exchangesLen: len(c.Exchanges),
+	c.idx = index{
+		queues:    make(map[string]int, len(c.Queues)),
+		exchanges: make(map[string]int, len(c.Exchanges)),
 	}
-	for i := range c.Queues {
-		if _, dup := x.queues[c.Queues[i].Name]; !dup {
-			x.queues[c.Queues[i].Name] = i
+	for i, q := range c.Queues {
+		if _, dup := c.idx.queues[q.Name]; !dup {
+			c.idx.queues[q.Name] = i
 		}
 	}
-	for i := range c.Exchanges {
-		if _, dup := x.exchanges[c.Exchanges[i].Name]; !dup {
-			x.exchanges[c.Exchanges[i].Name] = i
+	for i, x := range c.Exchanges {
+		if _, dup := c.idx.exchanges[x.Name]; !dup {
+			c.idx.exchanges[x.Name] = i
 		}
 	}
-	c.idx = x
-}
-
-func first[T any](s []T) *T {
-	if len(s) == 0 {
-		return nil
-	}
-	return &s[0]
 }
 
 // Queue returns the queue declared in the YAML under that name. Auto-declared
 // queues are not listed: they take their settings from c.Defaults.
 func (c *Config) Queue(name string) (*Queue, bool) {
-	if x := c.idx; x != nil && x.queuesOf == first(c.Queues) && x.queuesLen == len(c.Queues) {
-		if i, ok := x.queues[name]; ok && c.Queues[i].Name == name {
-			return &c.Queues[i], true
-		} else if !ok {
-			return nil, false
-		}
+	i, ok := c.idx.queues[name]
+	if !ok {
+		return nil, false
 	}
-	for i := range c.Queues {
-		if c.Queues[i].Name == name {
-			return &c.Queues[i], true
-		}
-	}
-	return nil, false
+	return &c.Queues[i], true
 }
 
 // Exchange returns the exchange declared in the YAML under that name.
 func (c *Config) Exchange(name string) (*Exchange, bool) {
-	if x := c.idx; x != nil && x.exchangesOf == first(c.Exchanges) && x.exchangesLen == len(c.Exchanges) {
-		if i, ok := x.exchanges[name]; ok && c.Exchanges[i].Name == name {
-			return &c.Exchanges[i], true
-		} else if !ok {
-			return nil, false
-		}
+	i, ok := c.idx.exchanges[name]
+	if !ok {
+		return nil, false
 	}
-	for i := range c.Exchanges {
-		if c.Exchanges[i].Name == name {
-			return &c.Exchanges[i], true
-		}
-	}
-	return nil, false
+	return &c.Exchanges[i], true
 }
 
 // ExchangeFor returns the exchange a `set` of key publishes to: the first one,

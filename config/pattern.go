@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"strings"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Pattern is an AMQP topic pattern over dot-separated words: "*" matches
@@ -25,7 +27,7 @@ type Pattern struct {
 func ParsePattern(s string) (Pattern, error) {
 	p, rule := parsePattern(s)
 	if rule != "" {
-		return Pattern{}, fmt.Errorf("invalid pattern %q: %s", s, rule)
+		return Pattern{}, fmt.Errorf("invalid pattern %s: %s", quote(s), rule)
 	}
 	return p, nil
 }
@@ -58,8 +60,44 @@ func parsePattern(s string) (Pattern, string) {
 		case w == "*" || w == "#":
 			p.wild = true
 		case strings.ContainsAny(w, "*#"):
-			return Pattern{}, fmt.Sprintf("word %q mixes a wildcard with other characters; \"*\" and \"#\" must be whole words between dots", w)
+			return Pattern{}, fmt.Sprintf("word %s mixes a wildcard with other characters; \"*\" and \"#\" must be whole words between dots", quote(w))
 		}
+	}
+	return p, ""
+}
+
+// UnmarshalYAML reads a pattern over memcache keys (auto_declare.keys, an
+// exchange's keys).
+func (p *Pattern) UnmarshalYAML(n *yaml.Node) error {
+	s, err := scalar(n)
+	if err != nil {
+		return err
+	}
+	v, rule := parseKeyPattern(s)
+	if rule != "" {
+		return &ruleError{rule}
+	}
+	*p = v
+	return nil
+}
+
+// parseKeyPattern adds what a pattern over memcache keys needs on top of
+// parsePattern: a pattern no key can match is a mistake, not a no-op.
+func parseKeyPattern(s string) (Pattern, string) {
+	switch {
+	case s == "":
+		return Pattern{}, "matches no key: memcache keys are never empty"
+	case len(s) > MaxQueueNameLength:
+		return Pattern{}, fmt.Sprintf("is %d bytes long; memcache keys are at most %d", len(s), MaxQueueNameLength)
+	case strings.ContainsRune(s, '/'):
+		return Pattern{}, `contains "/", which ends the queue name in a key (kestrel options follow it), so no key would match`
+	}
+	if rule := checkChars(s); rule != "" {
+		return Pattern{}, rule
+	}
+	p, rule := parsePattern(s)
+	if rule != "" {
+		return Pattern{}, "is not a valid pattern: " + rule
 	}
 	return p, ""
 }

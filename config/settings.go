@@ -46,10 +46,18 @@ func (c *Config) Settings() []Setting {
 	s.str("tls.client_ca_file", c.TLS.ClientCAFile)
 
 	s.int("limits.max_connections", int64(c.Limits.MaxConnections))
-	s.int("limits.max_item_size", c.Limits.MaxItemSize)
+	s.int("limits.max_item_size", int64(c.Limits.MaxItemSize))
 	s.dur("limits.idle_timeout", c.Limits.IdleTimeout)
 	s.dur("limits.read_timeout", c.Limits.ReadTimeout)
 	s.int("limits.max_reservations_per_connection", int64(c.Limits.MaxReservationsPerConnection))
+	s.int("limits.max_queues", int64(c.Limits.MaxQueues))
+	s.int("limits.max_pending_bytes", int64(c.Limits.MaxPendingBytes))
+
+	s.str("auth.mode", string(c.Auth.Mode))
+	s.str("auth.anonymous", string(c.Auth.Anonymous))
+	s.str("auth.vhost", c.Auth.VHost)
+	s.dur("auth.idle_close", c.Auth.IdleClose)
+	s.int("auth.max_users", int64(c.Auth.MaxUsers))
 
 	s.dur("defaults.reservation_timeout", c.Defaults.ReservationTimeout)
 	s.str("defaults.queue_type", string(c.Defaults.QueueType))

@@ -13,7 +13,8 @@ metrics_listen: ""
 amqp:
   urls: ["amqp://app:hunter2@rabbit-1:5672/prod", "amqps://app:hunter2@rabbit-2/prod"]
   connection_name: "edge gateway"
-limits: {max_item_size: 512KiB}
+limits: {max_item_size: 512KiB, max_pending_bytes: 1MiB}
+auth: {mode: broker, vhost: "edge hosts"}
 auto_declare: {keys: ["jobs.*", "tmp.#"]}
 exchanges:
   - {name: logs, type: topic, keys: ["logs.#", "audit"]}
@@ -47,6 +48,13 @@ queues:
 		{"limits.idle_timeout", "0s"},
 		{"limits.read_timeout", "30s"},
 		{"limits.max_reservations_per_connection", "64"},
+		{"limits.max_queues", "10000"},
+		{"limits.max_pending_bytes", "1048576"},
+		{"auth.mode", "broker"},
+		{"auth.anonymous", "deny"},
+		{"auth.vhost", `"edge hosts"`},
+		{"auth.idle_close", "1m0s"},
+		{"auth.max_users", "100"},
 		{"defaults.reservation_timeout", "5m0s"},
 		{"defaults.queue_type", "classic"},
 		{"defaults.ack", "manual"},
@@ -113,6 +121,40 @@ func TestSettingsAreTokens(t *testing.T) {
 					t.Errorf("%s: %s = %s leaks a password", f, s.Name, s.Value)
 				}
 			}
+		}
+	}
+}
+
+// Every key of the schema has its row, so a key added to Config cannot be
+// forgotten in `stats settings`.
+func TestSettingsListEveryKey(t *testing.T) {
+	c, err := Load([]byte("exchanges: [{name: x, type: topic}]\nqueues: [{name: q, bindings: [{exchange: x}]}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]bool{}
+	for _, s := range c.Settings() {
+		rows[s.Name] = true
+	}
+	// A list item's row names it by its name (queues.q.type), or by its
+	// position where it has none (bindings.0.exchange).
+	item := map[string]string{"exchanges": "x", "queues": "q", "bindings": "0"}
+	for _, k := range schemaKeys() {
+		if !isLeaf(k.typ) && !(k.typ.Kind() == reflect.Slice && isLeaf(k.typ.Elem())) {
+			continue // a section or a list of sections: its leaves have rows
+		}
+		var segs []string
+		for i, seg := range k.parent {
+			if seg == "[]" {
+				seg = item[k.parent[i-1]]
+			}
+			segs = append(segs, seg)
+		}
+		if n := len(k.parent); k.key == "name" && n >= 2 && item[k.parent[n-2]] != "0" {
+			continue // the row names carry it
+		}
+		if name := strings.Join(append(segs, k.key), "."); !rows[name] {
+			t.Errorf("Settings() has no row %s", name)
 		}
 	}
 }
