@@ -209,10 +209,16 @@ func (w *ackWriter) release() {
 	}
 }
 
-// drain stops the writer once it has sent every queued settlement, and
-// waits for it: a graceful close must not drop acks that clients were
-// already told about (DELETED).
+// drain stops the writer once it has sent every queued ack, and waits for
+// it, at most closeTimeout: a graceful close must not drop acks that
+// clients were already told about (DELETED), nor hang on a broker that
+// stopped reading (the close of the connection then ends the writes).
 func (w *ackWriter) drain() {
 	w.once.Do(func() { close(w.quit) })
-	<-w.exited
+	t := time.NewTimer(closeTimeout)
+	defer t.Stop()
+	select {
+	case <-w.exited:
+	case <-t.C:
+	}
 }

@@ -141,11 +141,14 @@ func (c *Client) Close() {
 }
 
 // Ready is nil when the publishing and every consuming connection are up
-// with the topology declared; else it says what is missing.
+// with the topology declared, and the broker does not block publishing;
+// else it says what is missing.
 func (c *Client) Ready() error {
 	var errs []error
 	if err := c.pubSup.downReason(); err != nil {
 		errs = append(errs, err)
+	} else if c.pub.blocked.Load() {
+		errs = append(errs, fmt.Errorf("%s connection 0: %w (resource alarm)", RolePublish, ErrBlocked))
 	}
 	for _, cc := range c.cons {
 		if err := cc.sup.downReason(); err != nil {

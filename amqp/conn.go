@@ -113,7 +113,7 @@ func (s *supervisor) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		conn, idx, err := s.dial(next)
+		conn, idx, err := s.dial(ctx, next)
 		if err == nil {
 			next = idx
 			closed := conn.NotifyClose(make(chan *amqp091.Error, 1))
@@ -172,11 +172,16 @@ func (s *supervisor) run(ctx context.Context) {
 	}
 }
 
-// dial tries every URL once, starting at start.
-func (s *supervisor) dial(start int) (*amqp091.Connection, int, error) {
+// dial tries every URL once, starting at start. It gives up as soon as ctx
+// ends: a shutdown must not wait for a handshake with a broker that does
+// not answer.
+func (s *supervisor) dial(ctx context.Context, start int) (*amqp091.Connection, int, error) {
 	var errs []error
 	n := len(s.opts.URLs)
 	for i := range n {
+		if err := ctx.Err(); err != nil {
+			return nil, start, err
+		}
 		idx := (start + i) % n
 		props := amqp091.NewConnectionProperties()
 		props.SetClientConnectionName(fmt.Sprintf("%s %s %d", s.opts.ConnectionName, s.role, s.index))
@@ -188,7 +193,7 @@ func (s *supervisor) dial(start int) (*amqp091.Connection, int, error) {
 			// host's name.
 			TLSClientConfig: s.opts.TLS.Clone(),
 			Properties:      props,
-			Dial:            s.dialer(),
+			Dial:            s.dialer(ctx),
 		})
 		if err == nil {
 			return conn, idx, nil
@@ -219,18 +224,42 @@ func (s *supervisor) dialURL(idx int) string {
 	return u.String()
 }
 
-func (s *supervisor) dialer() func(network, addr string) (net.Conn, error) {
-	dial := amqp091.DefaultDial(dialTimeout)
-	if s.wrap == nil {
-		return dial
-	}
+// dialer connects for amqp091-go as its DefaultDial does (a deadline on
+// the TCP, TLS and AMQP handshakes, which the library clears once the
+// connection is open), and cancellably: when ctx ends during the
+// handshake, the deadline is moved to now and the handshake fails at once.
+func (s *supervisor) dialer(ctx context.Context) func(network, addr string) (net.Conn, error) {
 	return func(network, addr string) (net.Conn, error) {
-		c, err := dial(network, addr)
+		d := net.Dialer{Timeout: dialTimeout}
+		raw, err := d.DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
-		return s.wrap(c), nil
+		if err := raw.SetDeadline(time.Now().Add(dialTimeout)); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		var c net.Conn = &cancellableHandshake{Conn: raw, stop: context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Now()) })}
+		if s.wrap != nil {
+			c = s.wrap(c)
+		}
+		return c, nil
 	}
+}
+
+// cancellableHandshake stops cancelling the connection once amqp091-go
+// clears the handshake deadline: from then on the connection is open and
+// belongs to the supervisor.
+type cancellableHandshake struct {
+	net.Conn
+	stop func() bool
+}
+
+func (c *cancellableHandshake) SetDeadline(t time.Time) error {
+	if t.IsZero() {
+		c.stop()
+	}
+	return c.Conn.SetDeadline(t)
 }
 
 // backoff is capped exponential with full jitter: min·2^attempt, at most

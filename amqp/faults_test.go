@@ -241,6 +241,11 @@ func TestMemoryAlarmBlocksPublishing(t *testing.T) {
 	testbroker.Eventually(t, 10*time.Second, "the client to hear connection.blocked", func() bool {
 		return rec.index("blocked true", 0) >= 0
 	})
+	// Not ready while every set would fail: /readyz takes the gateway out
+	// of a load balancer's rotation.
+	if err := c.Ready(); !errors.Is(err, mcamqp.ErrBlocked) {
+		t.Errorf("Ready while blocked: %v, want ErrBlocked", err)
+	}
 	start := time.Now()
 	for range 5 {
 		if err := c.Publish(ctx, mcamqp.Message{RoutingKey: q, Body: []byte("blocked")}); !errors.Is(err, mcamqp.ErrBlocked) {

@@ -392,10 +392,8 @@ func (f *fetcher) removeWaiterLocked(w *waiter) {
 func (f *fetcher) unclaimed(d *Delivery) {
 	f.mu.Lock()
 	if len(f.waiters) > 0 {
-		w := f.waiters[0]
-		f.waiters = f.waiters[1:]
+		f.handLocked(d)
 		f.mu.Unlock()
-		w.got <- waitResult{d: d}
 		return
 	}
 	if f.pumping && f.prefetch {
@@ -408,6 +406,15 @@ func (f *fetcher) unclaimed(d *Delivery) {
 	f.giveBack(nil, []*Delivery{d})
 }
 
+// handLocked gives d to the oldest waiter. It is done under mu, so that a
+// waiter that gives up (under mu too) and finds itself no longer in line
+// finds d in its channel.
+func (f *fetcher) handLocked(d *Delivery) {
+	w := f.waiters[0]
+	f.waiters = f.waiters[1:]
+	w.got <- waitResult{d: d}
+}
+
 // dispatchLocked hands unclaimed deliveries to waiters, oldest first.
 func (f *fetcher) dispatchLocked() {
 	for f.rewinds == 0 && len(f.waiters) > 0 {
@@ -415,9 +422,7 @@ func (f *fetcher) dispatchLocked() {
 		if d == nil {
 			return
 		}
-		w := f.waiters[0]
-		f.waiters = f.waiters[1:]
-		w.got <- waitResult{d: d}
+		f.handLocked(d)
 	}
 }
 
@@ -726,10 +731,8 @@ func (f *fetcher) poll() bool {
 		return false
 	}
 	if len(f.waiters) > 0 {
-		w := f.waiters[0]
-		f.waiters = f.waiters[1:]
+		f.handLocked(d)
 		f.mu.Unlock()
-		w.got <- waitResult{d: d}
 		return true
 	}
 	f.mu.Unlock()

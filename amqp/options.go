@@ -53,7 +53,9 @@ type Options struct {
 	Observer Observer
 	Logger   *slog.Logger
 
-	// Backoff bounds for reconnecting (defaults 100ms and 10s).
+	// Backoff bounds for reconnecting (defaults 100ms and 1s: a broker
+	// that is back is used within a second, and dialling a broker that is
+	// down costs it a refused connection a second).
 	MinBackoff, MaxBackoff time.Duration
 }
 
@@ -107,7 +109,7 @@ func (o *Options) setDefaults() {
 		o.MinBackoff = 100 * time.Millisecond
 	}
 	if o.MaxBackoff <= 0 {
-		o.MaxBackoff = 10 * time.Second
+		o.MaxBackoff = time.Second
 	}
 	if o.Observer == nil {
 		o.Observer = nopObserver{}

@@ -10,6 +10,7 @@ import (
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
+	"github.com/mcbridge/mcbridge/internal/mctest"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
 )
 
@@ -341,5 +342,88 @@ func TestRepliesBeforeAWaitAreSent(t *testing.T) {
 			t.Errorf("STORED came %v after a pipelined %q, want before the wait ends", d, strings.TrimSpace(wait))
 		}
 		c.Line() // the wait's miss
+	}
+}
+
+// Waits that end just as a message is handed to them strand nothing: the
+// message goes to the next in line or back to the queue, never into a
+// wait nobody reads any more (unacked on the gateway's channel until the
+// connection dies). Clients with 1 ms waits take what a producer sets;
+// every message is taken exactly once, and when the clients are gone the
+// broker counts nothing unacked.
+func TestShortWaitsStrandNothing(t *testing.T) {
+	quorum := testbroker.Name(t, "quorum")
+	g := startGateway(t, yamlConfig(t, fmt.Sprintf("queues:\n  - {name: %s, type: quorum}\n", quorum)))
+	for _, q := range []string{quorum, testbroker.Name(t, "classic")} {
+		t.Run(q, func(t *testing.T) {
+			const n, clients = 400, 8
+			taken := make(chan string, 2*n)
+			stop := make(chan struct{})
+			errs := make(chan error, clients)
+			for range clients {
+				c := mctest.MustDialConn(t, g.addr)
+				go func() {
+					errs <- func() error {
+						for {
+							select {
+							case <-stop:
+								return nil
+							default:
+							}
+							hit, v, err := c.Get(q + "/t=1")
+							if err != nil || !hit {
+								if err != nil {
+									return err
+								}
+								continue
+							}
+							taken <- v
+							if r, err := c.Delete(q); err != nil || r != "DELETED" {
+								return fmt.Errorf("delete: %q %v", r, err)
+							}
+						}
+					}()
+				}()
+			}
+			t.Cleanup(func() {
+				select {
+				case <-stop:
+				default:
+					close(stop)
+				}
+			})
+			p := g.dial()
+			for i := range n {
+				p.Do(fmt.Sprintf("set %s 0 0 4\r\n%04d\r\n", q, i), "STORED\r\n")
+			}
+			seen := map[string]int{}
+			deadline := time.After(30 * time.Second)
+			for len(seen) < n {
+				select {
+				case v := <-taken:
+					seen[v]++
+				case <-deadline:
+					t.Fatalf("%d of %d messages taken in 30s", len(seen), n)
+				}
+			}
+			close(stop)
+			for range clients {
+				if err := <-errs; err != nil {
+					t.Error(err)
+				}
+			}
+			close(taken)
+			for v := range taken {
+				seen[v]++
+			}
+			for v, k := range seen {
+				if k != 1 {
+					t.Errorf("%s taken %d times", v, k)
+				}
+			}
+			testbroker.Eventually(t, 10*time.Second, "nothing unacked once the clients are gone", func() bool {
+				return testbroker.Unacked(t, q) == 0
+			})
+		})
 	}
 }

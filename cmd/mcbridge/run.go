@@ -117,6 +117,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	// Start waits for one attempt per connection (each walks the URLs
 	// with a bounded dial); a signal meanwhile stops it.
 	if err := broker.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped before serving")
+			return nil
+		}
 		return fmt.Errorf("start: %w", err)
 	}
 	defer broker.Close()
@@ -162,7 +166,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 
 	select {
 	case <-ctx.Done():
-		log.Info("shutting down")
+		log.Info("shutting down; a second signal stops at once", "grace", shutdownGrace)
 	case err := <-serveErr:
 		// Serve only returns early on a listener failure.
 		shutdown(srv, metricsSrv)
