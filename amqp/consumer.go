@@ -94,11 +94,7 @@ func (d *Delivery) send(kind settleKind) error {
 // settledNow tells the channel that the delivery no longer counts against
 // it. Only then may the channel be closed: a settlement must not be
 // overtaken by the channel's close.
-func (d *Delivery) settledNow() {
-	if d.qc.outstanding.Add(-1) == 0 && d.qc.retired.Load() {
-		d.qc.closeAsync(d.f.c)
-	}
-}
+func (d *Delivery) settledNow() { d.qc.settled(d.f.c) }
 
 // ackWritten is settledNow for an ack that went through the writer.
 func (d *Delivery) ackWritten() {

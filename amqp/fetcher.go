@@ -44,9 +44,10 @@ import (
 //     anything either stream brings next; gets and waiters take them first.
 //   - A give-back (a reservation requeued, prefetched deliveries returned)
 //     stops the consumer first, waits for the basic.gets in flight, puts
-//     everything back at once and ends with a barrier round trip: the next
-//     get or consumer finds the message back at its place (the head, for
-//     the message a client just gave back).
+//     everything back at once and ends with a barrier round trip; then a
+//     basic.get comes before any new consumer (fence): the next get finds
+//     the message back at its place (the head, for the message a client
+//     just gave back).
 //   - Deliveries in buf belong to the pump, which gives them back before it
 //     exits; those of a channel that closed are dropped (the broker
 //     requeued them). Nothing is stranded.
@@ -66,6 +67,14 @@ type fetcher struct {
 	cons     *consumer
 	rewinds  int // give-backs in progress: no basic.get or consumer starts
 	gets     int // basic.gets in flight
+	// fence: messages went back to the queue, and no basic.get has been
+	// answered since. RabbitMQ's classic queue process serves a
+	// basic.consume before casts waiting in its mailbox (a consume is
+	// prioritised while the queue has messages), such as the requeue of
+	// a give-back: a consumer started now could be handed newer messages
+	// first. A basic.get is served in mailbox order: once one is answered,
+	// the requeue is done, and a consumer may start.
+	fence bool
 	pumping  bool
 	buf      []buffered // unclaimed prefetched deliveries, oldest first
 	waiters  []*waiter  // oldest first
@@ -233,12 +242,15 @@ func (f *fetcher) get(ctx context.Context) (*Delivery, error) {
 			seen, start = f.state, now
 		}
 		switch {
-		case f.state == stateIdle && f.rewinds == 0 && (!f.prefetch || now.After(f.hotUntil)):
+		case f.state == stateIdle && f.rewinds == 0 && (!f.prefetch || f.fence || now.After(f.hotUntil)):
 			f.gets++
 			f.mu.Unlock()
 			d, err := f.basicGet()
 			f.mu.Lock()
 			f.gets--
+			if err == nil {
+				f.fence = false
+			}
 			if f.gets == 0 {
 				f.notifyLocked()
 				if f.pumping {
@@ -460,29 +472,36 @@ func (f *fetcher) giveBack(rejects, nacks []*Delivery) {
 	}
 	clear(f.buf)
 	f.buf = f.buf[:0]
+	waited := !(f.state != stateIdle || f.gets > 0)
 	f.mu.Unlock()
+	f.c.opts.Logger.Debug("give back", "queue", f.queue, "rejects", len(rejects), "nacks", len(nacks), "in order", waited)
 
+	// The channels stay open until their barrier is done, even a retired
+	// consumer channel whose last delivery goes back now.
 	var touched []*queueChannel
-	settle := func(d *Delivery, kind settleKind) {
-		if kind == settleGiveBack {
-			f.c.noteGivenBack(d.MessageID)
-		}
-		if d.sendSettle(kind) == nil && !containsChannel(touched, d.qc) {
+	for _, d := range append(rejects[:len(rejects):len(rejects)], nacks...) {
+		if !containsChannel(touched, d.qc) {
+			d.qc.outstanding.Add(1)
 			touched = append(touched, d.qc)
 		}
 	}
 	for _, d := range rejects {
-		settle(d, settleReject)
+		_ = d.sendSettle(settleReject)
 	}
 	for _, d := range nacks {
-		settle(d, settleGiveBack)
+		f.c.noteGivenBack(d.MessageID)
+		_ = d.sendSettle(settleGiveBack)
 	}
 	for _, qc := range touched {
 		f.barrier(qc)
+		qc.settled(f.c)
 	}
 
 	f.mu.Lock()
 	f.rewinds--
+	if len(touched) > 0 {
+		f.fence = true
+	}
 	f.notifyLocked()
 	if f.pumping {
 		f.poke()
@@ -508,6 +527,7 @@ const (
 	actStop                           // cancel the consumer
 	actPoll                           // basic.get for a waiter
 	actReturnBuffer                   // give back what nobody claimed
+	actFence                          // a basic.get before the next consumer
 	actExit
 )
 
@@ -522,6 +542,10 @@ func (f *fetcher) decideLocked(now time.Time) pumpAction {
 			return actWait // the give-back pokes us when done
 		case wanted && f.prefetch && now.Before(f.startAfter):
 			return actWait
+		case wanted && f.prefetch && f.fence && len(f.waiters) > 0 && f.gets == 0:
+			return actFence
+		case wanted && f.prefetch && f.fence:
+			return actWait // the next get's basic.get lifts the fence
 		case wanted && f.prefetch && f.gets == 0:
 			f.state = stateStarting
 			return actStart
@@ -570,6 +594,9 @@ func (f *fetcher) pump() {
 			continue
 		case actReturnBuffer:
 			f.giveBack(nil, nil)
+			continue
+		case actFence:
+			f.fenceGet()
 			continue
 		case actPoll:
 			if f.poll() {
@@ -673,13 +700,15 @@ func (f *fetcher) stopConsumer() {
 	f.mu.Unlock()
 	cs.qc.mu.Lock()
 	if err := cs.qc.rpc(f.c, func() error { return cs.qc.ch.Cancel(cs.tag, false) }, nil); err != nil {
-		// The broker did not cancel: closing the channel does (and
-		// requeues what is on it).
-		f.c.opts.Logger.Debug("consumer not cancelled; closing its channel", "queue", f.queue, "err", err)
-		_ = cs.qc.ch.Close()
+		// A stuck queue answers late, a dead connection never: the
+		// cancel goes on and deliveries end either way. The channel is
+		// not closed here: clients hold deliveries of it, and acks sent
+		// after our channel.close would make the broker close the whole
+		// connection.
+		f.c.opts.Logger.Debug("consumer cancel slow", "queue", f.queue, "err", err)
 	}
-	// After cancel-ok (or the close) the library hands over what was
-	// still under way and closes deliveries.
+	// After cancel-ok the library hands over what was still under way and
+	// closes deliveries.
 	for m := range cs.deliveries {
 		f.deliver(m)
 	}
@@ -705,6 +734,35 @@ func (f *fetcher) consumerEnded() {
 	// ones count too); the last settlement closes it.
 	cs.qc.retire(f.c)
 	f.notifyLocked()
+}
+
+// fenceGet is the basic.get that lets a consumer start after a give-back
+// (see fetcher.fence). What it fetches is the oldest message: it goes to
+// the oldest waiter, or first in the buffer.
+func (f *fetcher) fenceGet() {
+	f.mu.Lock()
+	if f.rewinds > 0 || f.state != stateIdle || !f.fence {
+		f.mu.Unlock()
+		return
+	}
+	f.gets++
+	f.mu.Unlock()
+	d, err := f.basicGet()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gets--
+	f.notifyLocked()
+	if err != nil {
+		f.startAfter = time.Now().Add(startRetry)
+		f.failWaitersLocked(err)
+		return
+	}
+	f.fence = false
+	if d == nil {
+		return
+	}
+	f.buf = append([]buffered{{d: d, at: time.Now()}}, f.buf...)
+	f.dispatchLocked()
 }
 
 // poll serves the oldest waiter of a queue that is not fetched ahead with

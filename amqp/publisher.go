@@ -409,10 +409,12 @@ func (s *pubChannel) serve(ctx context.Context, ch *amqp091.Channel) {
 	defer func() {
 		s.ready.Store(false)
 		close(stop)
+		// The writer first: a publish sent after our channel.close would
+		// make the broker close the whole connection.
+		writer.Wait()
 		// Closing resolves every deferred confirmation still pending
 		// (as not acked, on a closed channel: unknown to the waiter).
 		_ = ch.Close()
-		writer.Wait()
 	}()
 
 	drain := time.NewTicker(100 * time.Millisecond)

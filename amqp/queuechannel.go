@@ -34,6 +34,14 @@ type queueChannel struct {
 	closing atomic.Bool
 }
 
+// settled counts one delivery (or a pin) off the channel; a retired
+// channel closes with the last.
+func (qc *queueChannel) settled(c *Client) {
+	if qc.outstanding.Add(-1) == 0 && qc.retired.Load() {
+		qc.closeAsync(c)
+	}
+}
+
 // retire closes the channel once nothing on it is unsettled, now if
 // nothing is.
 func (qc *queueChannel) retire(c *Client) {
