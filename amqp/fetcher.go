@@ -74,7 +74,7 @@ type fetcher struct {
 	// a give-back: a consumer started now could be handed newer messages
 	// first. A basic.get is served in mailbox order: once one is answered,
 	// the requeue is done, and a consumer may start.
-	fence bool
+	fence    bool
 	pumping  bool
 	buf      []buffered // unclaimed prefetched deliveries, oldest first
 	waiters  []*waiter  // oldest first

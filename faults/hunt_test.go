@@ -63,10 +63,10 @@ func TestHunt(t *testing.T) {
 // Queue kinds of the hunt.
 type huntQueues struct {
 	healthy, fifo, doomed string // classic, auto-declared by the gateway
-	full                     string // classic, max_length 3, reject-publish
-	quorum, dead             string // quorum, delivery_limit 3, dead-lettered to dead
-	auto                     string // ack: auto
-	void                     string // a key routed to a fanout exchange that nothing is bound to
+	full                  string // classic, max_length 3, reject-publish
+	quorum, dead          string // quorum, delivery_limit 3, dead-lettered to dead
+	auto                  string // ack: auto
+	void                  string // a key routed to a fanout exchange that nothing is bound to
 }
 
 const huntDeliveryLimit = 3
