@@ -22,6 +22,10 @@ type ledger struct {
 	getErrs  int                       // SERVER_ERROR on get
 	setErrs  map[string]int            // SERVER_ERROR reasons on set
 	perGW    [3]struct{ set, got int } // progress per gateway
+	// unconsumed counts the STORED values not handed out yet, kept as
+	// values are stored and consumed: counting them over the maps while
+	// the consumers wait for the lock starved them under -race.
+	unconsumed int
 }
 
 type handout struct {
@@ -42,13 +46,15 @@ func (l *ledger) progress(gw int) (set, got int) {
 func (l *ledger) missing() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n := 0
-	for v := range l.stored {
-		if len(l.consumed[v]) == 0 {
-			n++
-		}
+	return l.unconsumed
+}
+
+// consume records a hand-out of v; l.mu is held.
+func (l *ledger) consumeLocked(v string, h handout) {
+	if _, stored := l.stored[v]; stored && len(l.consumed[v]) == 0 {
+		l.unconsumed--
 	}
-	return n
+	l.consumed[v] = append(l.consumed[v], h)
 }
 
 // producer sets unique values through gateway gw until stop; SERVER_ERROR
@@ -69,6 +75,9 @@ func producer(addr string, gw, id int, stop *atomic.Bool, l *ledger, q string) e
 		switch {
 		case r == "STORED":
 			l.stored[v] = gw
+			if len(l.consumed[v]) == 0 {
+				l.unconsumed++
+			}
 			l.perGW[gw].set++
 		case strings.HasPrefix(r, "SERVER_ERROR "):
 			l.unknown[v] = true
@@ -109,7 +118,7 @@ func consumer(addr string, gw int, stop *atomic.Bool, l *ledger, q string) error
 			continue
 		}
 		l.mu.Lock()
-		l.consumed[v] = append(l.consumed[v], handout{at: time.Now(), gw: gw})
+		l.consumeLocked(v, handout{at: time.Now(), gw: gw})
 		l.perGW[gw].got++
 		l.mu.Unlock()
 		r, err := c.Delete(q)
