@@ -30,9 +30,10 @@ type reservation struct {
 func (r *reservation) end() bool { return r.ended.CompareAndSwap(false, true) }
 
 // capLease shortens lease so that the reservation ends before the broker's
-// consumer_timeout, which counts from the delivery, not from now.
+// consumer_timeout, which counts from the delivery, not from now: past it
+// the broker closes the whole channel, dropping every reservation on it.
 func (r *reservation) capLease(lease time.Duration, now time.Time) time.Duration {
-	return min(lease, r.delivery.DeliveredAt.Add(maxLease).Sub(now))
+	return min(lease, r.delivery.DeliveredAt.Add(r.owner.srv.cfg.AMQP.LeaseCap()).Sub(now))
 }
 
 // idSource hands out reservation ids (the cas unique of gets). A random

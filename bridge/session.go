@@ -15,11 +15,6 @@ import (
 // integer, which every AMQP client can read and write.
 const flagsHeader = "x-mc-flags"
 
-// maxLease caps how long any reservation lasts from its delivery. The
-// broker's consumer_timeout (30 minutes by default) counts from delivery
-// and closes the whole channel when a delivery stays unacked longer, which
-// would drop every reservation on that channel. (A variable for tests.)
-var maxLease = 29 * time.Minute
 
 // session is one client connection's queue state, whatever its framing: the
 // text protocol today, binary and meta framings share the same operations.

@@ -30,6 +30,7 @@ const (
 	DefaultConsumeConnections = 1
 	DefaultConfirmTimeout     = 5 * time.Second
 	DefaultHeartbeat          = 10 * time.Second
+	DefaultConsumerTimeout    = 30 * time.Minute // RabbitMQ's default consumer_timeout
 
 	DefaultMaxConnections               = 4096
 	DefaultMaxItemSize                  = 1 << 20 // memcached's default item size limit
@@ -61,10 +62,13 @@ const (
 	// publish in flight on it, whoever sent them; 3.x allowed 128MiB, but a
 	// gateway must not depend on the broker version for that.
 	MaxItemSizeLimit = 16 << 20
-	// MaxReservationTimeout is RabbitMQ's default consumer_timeout: a lease
-	// this long or longer lets the broker close the whole consume channel
-	// (and every reservation on it) before mcbridge requeues the message.
-	MaxReservationTimeout = 30 * time.Minute
+	// LeaseMargin is how long before the broker's consumer_timeout (which
+	// counts from delivery) every lease ends: past the timeout the broker
+	// closes the whole consume channel, dropping every reservation on it.
+	LeaseMargin = time.Minute
+	// MinConsumerTimeout keeps the lease cap (consumer_timeout less
+	// LeaseMargin) at a minute or more.
+	MinConsumerTimeout = 2 * time.Minute
 	// MaxMessageTTL is the largest x-message-ttl RabbitMQ accepts (2^32-1 ms).
 	MaxMessageTTL = 4294967295 * time.Millisecond
 	// MaxQueueNameLength is memcached's key limit: a queue is addressed by its key.
@@ -103,8 +107,12 @@ type AMQP struct {
 	ConsumeConnections int           `yaml:"consume_connections"` // reservation channels are spread over these
 	ConfirmTimeout     time.Duration `yaml:"confirm_timeout"`     // how long a set waits for the publisher confirm
 	Heartbeat          time.Duration `yaml:"heartbeat"`           // 0 takes the broker's (RabbitMQ: 60s); amqp091-go cannot switch them off
+	ConsumerTimeout    time.Duration `yaml:"consumer_timeout"`    // the broker's consumer_timeout: every lease ends a minute before it, counted from delivery
 	TLS                ClientTLS     `yaml:"tls"`                 // used for amqps:// URLs
 }
+
+// LeaseCap is the longest any reservation may last from its delivery.
+func (a *AMQP) LeaseCap() time.Duration { return a.ConsumerTimeout - LeaseMargin }
 
 // ClientTLS configures TLS towards the broker. LoadFile resolves relative
 // paths against the config file's directory, so a config works from any cwd.
@@ -246,6 +254,7 @@ func defaults() *Config {
 			ConsumeConnections: DefaultConsumeConnections,
 			ConfirmTimeout:     DefaultConfirmTimeout,
 			Heartbeat:          DefaultHeartbeat,
+			ConsumerTimeout:    DefaultConsumerTimeout,
 		},
 		Limits: Limits{
 			MaxConnections:               DefaultMaxConnections,

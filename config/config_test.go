@@ -95,6 +95,10 @@ func TestLoadGood(t *testing.T) {
 			}
 		})},
 		{"size_kib.good.yml", want(func(c *Config) { c.Limits.MaxItemSize = 512 << 10 })},
+		{"consumer_timeout_long_jobs.good.yml", want(func(c *Config) {
+			c.AMQP.ConsumerTimeout = 2 * time.Hour
+			c.Defaults.ReservationTimeout = 90 * time.Minute
+		})},
 		{"size_mib.good.yml", want(func(c *Config) { c.Limits.MaxItemSize = 16 << 20 })},
 		{"size_bytes.good.yml", want(func(c *Config) { c.Limits.MaxItemSize = 1048577 })},
 		{"merge.good.yml", want(func(c *Config) {
@@ -104,9 +108,9 @@ func TestLoadGood(t *testing.T) {
 			}
 		})},
 		{"defaults_last.good.yml", want(func(c *Config) {
-			c.Defaults = Defaults{QueueType: QueueQuorum, Ack: AckAuto, ReservationTimeout: 29*time.Minute + 59*time.Second}
+			c.Defaults = Defaults{QueueType: QueueQuorum, Ack: AckAuto, ReservationTimeout: 29 * time.Minute}
 			c.Queues = []Queue{{
-				Name: "q1", Type: QueueQuorum, Ack: AckAuto, ReservationTimeout: 29*time.Minute + 59*time.Second,
+				Name: "q1", Type: QueueQuorum, Ack: AckAuto, ReservationTimeout: 29 * time.Minute,
 				Overflow: OverflowRejectPublish, Line: 3,
 			}}
 		})},
@@ -122,6 +126,7 @@ func TestLoadGood(t *testing.T) {
 				ConsumeConnections: 4,
 				ConfirmTimeout:     250 * time.Millisecond,
 				Heartbeat:          0,
+				ConsumerTimeout:    DefaultConsumerTimeout,
 				TLS: ClientTLS{
 					CAFile: filepath.Join("testdata", "ca.pem"), CertFile: "/etc/mcbridge/client.pem",
 					KeyFile: filepath.Join("testdata", "client.key"), ServerName: "rabbit.example.com",
@@ -217,7 +222,7 @@ func TestLoadBad(t *testing.T) {
 		{"exchange_type_invalid.bad.yml", `3: exchanges[0] "orders": type "headers" is not one of fanout, direct, topic`},
 		{"exchange_type_missing.bad.yml", `2: exchanges[0] "orders": type is required (fanout, direct or topic)`},
 		{"heartbeat_fraction.bad.yml", `2: amqp.heartbeat 1500ms must be whole seconds: AMQP negotiates heartbeats in seconds`},
-		{"heartbeat_negative.bad.yml", `2: amqp.heartbeat -10s must not be negative (0 disables heartbeats)`},
+		{"heartbeat_negative.bad.yml", `2: amqp.heartbeat -10s must not be negative (0 takes the broker's)`},
 		{"idle_timeout_negative.bad.yml", `2: limits.idle_timeout -1s must not be negative (0 means no timeout)`},
 		{"key_in_other_section.bad.yml", `3: unknown key "max_connections" in amqp; did you mean limits.max_connections? (move it under limits:)`},
 		{"keys_not_list.bad.yml", `4: exchanges[0] "orders": keys must be a list, got the value "orders"; write ["orders"] for a list of one`},
@@ -255,12 +260,13 @@ func TestLoadBad(t *testing.T) {
 		{"queue_name_whitespace.bad.yml", `2: queues[0]: name "jobs\tlow" contains '\t'; whitespace and control characters are not allowed`},
 		{"queue_not_mapping.bad.yml", `2: queues[0] must be a mapping, got the value "jobs"`},
 		{"queue_reservation_timeout_zero.bad.yml", `3: queues[0] "jobs": reservation_timeout 0s must be greater than 0`},
-		{"queue_reservation_timeout_too_long.bad.yml", `3: queues[0] "jobs": reservation_timeout 1h must be below 30m0s, RabbitMQ's default consumer_timeout: the broker would close the consume channel before the lease ends`},
+		{"queue_reservation_timeout_too_long.bad.yml", `3: queues[0] "jobs": reservation_timeout 1h must be at most 29m0s: leases end 1m0s before amqp.consumer_timeout (30m0s), or the broker closes the consume channel`},
 		{"queue_type_in_binding.bad.yml", `6: unknown key "type" in queues[0] "errors": bindings[0]; did you mean queues[0].type? (outdent it to line up with bindings:)`},
 		{"queue_type_invalid.bad.yml", `2: defaults.queue_type "stream" is not one of classic, quorum`},
 		{"read_timeout_negative.bad.yml", `2: limits.read_timeout -30s must not be negative (0 means no timeout)`},
 		{"repeated_key.bad.yml", `3: key "max_connections" is repeated in limits (first at line 2)`},
-		{"reservation_timeout_too_long.bad.yml", `2: defaults.reservation_timeout 30m must be below 30m0s, RabbitMQ's default consumer_timeout: the broker would close the consume channel before the lease ends`},
+		{"consumer_timeout_too_short.bad.yml", `2: amqp.consumer_timeout 90s must be at least 2m0s: leases end 1m0s before it`},
+		{"reservation_timeout_too_long.bad.yml", `2: defaults.reservation_timeout 30m must be at most 29m0s: leases end 1m0s before amqp.consumer_timeout (30m0s), or the broker closes the consume channel`},
 		{"reservation_timeout_zero.bad.yml", `2: defaults.reservation_timeout 0s must be greater than 0`},
 		{"routing_key_too_shallow.bad.yml", `6: unknown key "routing_key" in queues[0] "errors"; did you mean queues[0].bindings[0].routing_key? (indent it to line up with the keys of queues[0].bindings[0])`},
 		{"section_not_mapping.bad.yml", `1: limits must be a mapping, got the value "10"`},

@@ -36,6 +36,7 @@ func (c *Config) Settings() []Setting {
 	s.int("amqp.consume_connections", int64(c.AMQP.ConsumeConnections))
 	s.dur("amqp.confirm_timeout", c.AMQP.ConfirmTimeout)
 	s.dur("amqp.heartbeat", c.AMQP.Heartbeat)
+	s.dur("amqp.consumer_timeout", c.AMQP.ConsumerTimeout)
 	s.str("amqp.tls.ca_file", c.AMQP.TLS.CAFile)
 	s.str("amqp.tls.cert_file", c.AMQP.TLS.CertFile)
 	s.str("amqp.tls.key_file", c.AMQP.TLS.KeyFile)

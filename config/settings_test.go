@@ -36,6 +36,7 @@ queues:
 		{"amqp.consume_connections", "1"},
 		{"amqp.confirm_timeout", "5s"},
 		{"amqp.heartbeat", "10s"},
+		{"amqp.consumer_timeout", "30m0s"},
 		{"amqp.tls.ca_file", `""`},
 		{"amqp.tls.cert_file", `""`},
 		{"amqp.tls.key_file", `""`},

@@ -68,7 +68,7 @@ func itemPath(list string, i int) string { return fmt.Sprintf("%s[%d]", list, i)
 func (c *Config) validate(l layout) error {
 	for _, check := range []func(layout) error{
 		c.checkListeners, c.AMQP.check, c.checkTLS, c.Limits.check, c.Auth.check,
-		c.Defaults.check, c.checkExchanges, c.checkQueues,
+		c.checkDefaults, c.checkExchanges, c.checkQueues,
 	} {
 		if err := check(l); err != nil {
 			return err
@@ -109,8 +109,10 @@ func (a *AMQP) check(l layout) error {
 		return l.broken("amqp.consume_connections", a.ConsumeConnections, "must be at least 1")
 	case a.ConfirmTimeout <= 0:
 		return l.broken("amqp.confirm_timeout", a.ConfirmTimeout, "must be greater than 0")
+	case a.ConsumerTimeout < MinConsumerTimeout:
+		return l.broken("amqp.consumer_timeout", a.ConsumerTimeout, "must be at least %v: leases end %v before it", MinConsumerTimeout, LeaseMargin)
 	case a.Heartbeat < 0:
-		return l.broken("amqp.heartbeat", a.Heartbeat, "must not be negative (0 disables heartbeats)")
+		return l.broken("amqp.heartbeat", a.Heartbeat, "must not be negative (0 takes the broker's)")
 	case a.Heartbeat%time.Second != 0:
 		return l.broken("amqp.heartbeat", a.Heartbeat, "must be whole seconds: AMQP negotiates heartbeats in seconds")
 	case a.Heartbeat > math.MaxUint16*time.Second:
@@ -208,16 +210,16 @@ func checkVHost(s string) string {
 	return ""
 }
 
-func (d *Defaults) check(l layout) error {
-	return checkLease(l, "defaults.reservation_timeout", d.ReservationTimeout)
+func (c *Config) checkDefaults(l layout) error {
+	return checkLease(l, "defaults.reservation_timeout", c.Defaults.ReservationTimeout, &c.AMQP)
 }
 
-func checkLease(l layout, path string, v time.Duration) error {
+func checkLease(l layout, path string, v time.Duration, a *AMQP) error {
 	switch {
 	case v <= 0:
 		return l.broken(path, v, "must be greater than 0")
-	case v >= MaxReservationTimeout:
-		return l.broken(path, v, "must be below %v, RabbitMQ's default consumer_timeout: the broker would close the consume channel before the lease ends", MaxReservationTimeout)
+	case v > a.LeaseCap():
+		return l.broken(path, v, "must be at most %v: leases end %v before amqp.consumer_timeout (%v), or the broker closes the consume channel", a.LeaseCap(), LeaseMargin, a.ConsumerTimeout)
 	}
 	return nil
 }
@@ -323,7 +325,7 @@ func (c *Config) checkQueue(l layout, i int) error {
 		// not apply, and RabbitMQ rejects the argument.
 		return l.broken(at("delivery_limit"), q.DeliveryLimit, "is only valid on quorum queues")
 	}
-	if err := checkLease(l, at("reservation_timeout"), q.ReservationTimeout); err != nil {
+	if err := checkLease(l, at("reservation_timeout"), q.ReservationTimeout, &c.AMQP); err != nil {
 		return err
 	}
 	// amq.* exchanges are fine here: they exist and may be targets.
