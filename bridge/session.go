@@ -15,7 +15,6 @@ import (
 // integer, which every AMQP client can read and write.
 const flagsHeader = "x-mc-flags"
 
-
 // session is one client connection's queue state, whatever its framing: the
 // text protocol today, binary and meta framings share the same operations.
 // A connection runs its commands one at a time, so only settling (which
