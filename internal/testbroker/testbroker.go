@@ -1,5 +1,9 @@
-// Package testbroker gives tests the real RabbitMQ they run against: a
-// reachability check that fails loudly, unique queue names, and cleanup.
+// Package testbroker gives each test binary that needs RabbitMQ a private
+// node of its own, started by its TestMain (Main) and stopped when it
+// ends; the tests never touch a broker they did not start. It also gives
+// unique queue names with cleanup, the back-office view of the broker, and
+// faults: rabbitmqctl against the private node, a memory alarm, a lowered
+// consumer_timeout, a stopped or frozen node.
 package testbroker
 
 import (
@@ -8,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,46 +20,108 @@ import (
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/goleak"
+
+	"github.com/mcbridge/mcbridge/internal/rabbitnode"
 )
 
-// URL is the broker every test uses: the machine's own RabbitMQ.
-const URL = "amqp://guest:guest@127.0.0.1:5672/"
+// URL and Addr are the private node's AMQP URL (as guest) and address
+// (127.0.0.1:<port>), set by Main before any test runs.
+var (
+	URL  string
+	Addr string
+)
 
-// Addr is its TCP address.
-const Addr = "127.0.0.1:5672"
+// node is this test binary's private node; nil until Main started it.
+var node *rabbitnode.Node
 
-// howToStart is printed when the broker is missing: tests never skip.
-const howToStart = `RabbitMQ is not reachable at 127.0.0.1:5672 (guest/guest); the tests need it.
-Start it with:   rabbitmq-server -detached   (Debian: apt-get install rabbitmq-server)
-then check with: rabbitmqctl await_startup`
+// notStarted is the message for helpers used without Main.
+const notStarted = "testbroker: no private broker node: the package's TestMain must call testbroker.Main(m)"
 
-// MustReach exits the test binary at once, with instructions, when the
-// broker does not answer an AMQP handshake. Call it from TestMain.
-//
-// It also takes this binary's shared hold on the broker (see Exclusive), so
-// that tests of other packages that disturb the whole broker wait for it.
-func MustReach() {
-	if err := takeShared(); err != nil {
-		fmt.Fprintf(os.Stderr, "testbroker: lock %s: %v\n", lockPath(), err)
-		os.Exit(1)
+// Main starts this test binary's private RabbitMQ node, runs the tests,
+// checks for leaked goroutines (goleak, with leakOpts), stops the node and
+// exits. Where RabbitMQ is not installed it fails at once, saying how to
+// install it; it never skips. If the binary dies before the end (a panic,
+// -timeout, SIGKILL), the node's watchdog stops it.
+func Main(m *testing.M, leakOpts ...goleak.Option) { os.Exit(Run(m, leakOpts...)) }
+
+// Run is Main without the exit: it returns the exit code, for a TestMain
+// with work of its own to do afterwards.
+func Run(m *testing.M, leakOpts ...goleak.Option) (code int) {
+	start := time.Now()
+	host, err := rabbitnode.NewHost("mcbt")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: the tests need a private RabbitMQ node and cannot start one:\n%v\n", err)
+		return 1
 	}
-	if err := reach(); err != nil {
-		fmt.Fprintf(os.Stderr, "%s\n\n(%v)\n", howToStart, err)
-		os.Exit(1)
+	n, err := host.NewNode(packageName())
+	if err == nil {
+		err = n.Start()
 	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: the tests need a private RabbitMQ node and cannot start one:\n%v\n", err)
+		if cerr := host.Close(); cerr != nil {
+			fmt.Fprintln(os.Stderr, cerr)
+		}
+		return 1
+	}
+	node, URL, Addr = n, n.URL(), n.Addr()
+	fmt.Fprintf(os.Stderr, "testbroker: node %s on %s up in %v\n", n.Name, Addr, time.Since(start).Round(time.Millisecond))
+
+	code = m.Run()
+	if code == 0 {
+		if err := goleak.Find(append(leakOpts, rabbitnode.IgnoreRunning())...); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	t0 := time.Now()
+	if err := host.Close(); err != nil {
+		fmt.Fprintf(os.Stderr, "testbroker: %v\n", err)
+		code = max(code, 1)
+	}
+	fmt.Fprintf(os.Stderr, "testbroker: node %s stopped in %v\n", n.Name, time.Since(t0).Round(time.Millisecond))
+	return code
 }
 
-func reach() error {
-	nc, err := net.DialTimeout("tcp", Addr, 3*time.Second)
-	if err != nil {
-		return err
+// packageName names the node after the test binary (bridge.test: bridge).
+func packageName() string {
+	name := strings.TrimSuffix(filepath.Base(os.Args[0]), ".test")
+	if name == "" {
+		return "pkg"
 	}
-	nc.Close()
-	conn, err := amqp091.DialConfig(URL, amqp091.Config{Dial: amqp091.DefaultDial(5 * time.Second)})
-	if err != nil {
-		return err
+	return name
+}
+
+// Node is this binary's private node (for what the helpers here do not
+// cover). It fails the test when Main did not start one.
+func Node(t testing.TB) *rabbitnode.Node {
+	t.Helper()
+	if node == nil {
+		t.Fatal(notStarted)
 	}
-	return conn.Close()
+	return node
+}
+
+// MustBePrivate fails the test when a broker URL would reach a broker the
+// tests did not start: the machine's default one on port 5672 of this
+// host. No URL at all counts as that one (amqp.Options and config default
+// to it). Test gateways and clients check their URLs with it.
+func MustBePrivate(t testing.TB, urls []string) {
+	t.Helper()
+	if len(urls) == 0 {
+		t.Fatalf("no broker URL: the default is the machine's broker on port 5672, which tests never use; use testbroker.URL")
+	}
+	for _, u := range urls {
+		uri, err := amqp091.ParseURI(u)
+		if err != nil {
+			continue // the test wants a bad URL
+		}
+		ip := net.ParseIP(uri.Host)
+		if uri.Port == 5672 && (uri.Host == "localhost" || ip != nil && (ip.IsLoopback() || ip.IsUnspecified())) {
+			t.Fatalf("broker URL to %s: that is the machine's broker, which tests never use; use testbroker.URL", net.JoinHostPort(uri.Host, strconv.Itoa(uri.Port)))
+		}
+	}
 }
 
 var unsafe = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
@@ -78,6 +145,7 @@ func Name(t testing.TB, hint string) string {
 // Delete removes a queue and an exchange of that name, if they exist.
 func Delete(t testing.TB, name string) {
 	t.Helper()
+	Node(t)
 	conn, err := amqp091.Dial(URL)
 	if err != nil {
 		t.Errorf("cleanup: connect to broker: %v", err)
@@ -98,6 +166,7 @@ func Delete(t testing.TB, name string) {
 // the back-office view of what the gateway did.
 func Dial(t testing.TB) *amqp091.Connection {
 	t.Helper()
+	Node(t)
 	conn, err := amqp091.Dial(URL)
 	if err != nil {
 		t.Fatalf("dial broker: %v", err)
@@ -133,6 +202,7 @@ func Eventually(t testing.TB, within time.Duration, what string, cond func() boo
 // does not trust what the gateway says.
 func QueueDepth(t testing.TB, queue string) int {
 	t.Helper()
+	Node(t)
 	conn, err := amqp091.Dial(URL)
 	if err != nil {
 		t.Fatalf("dial broker: %v", err)
