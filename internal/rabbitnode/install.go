@@ -61,7 +61,7 @@ func findScripts() (scripts, error) {
 // HowToInstall says what to do on this machine to get rabbitmq-server.
 func HowToInstall() string {
 	const what = "The tests start private RabbitMQ nodes of their own (they never use or start the\n" +
-		"machine's broker on 127.0.0.1:5672) and need RabbitMQ installed: rabbitmq-server,\n" +
+		"machine's default broker on port 5672) and need RabbitMQ installed: rabbitmq-server,\n" +
 		"rabbitmqctl and rabbitmq-diagnostics, with Erlang.\n"
 	_, aptErr := exec.LookPath("apt-get")
 	switch {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/goleak"
 )
 
 // Timeouts of a node's life. A node starts in about 5 s on a quiet 2-core
@@ -52,6 +53,19 @@ type Node struct {
 type nodeRun struct {
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the script has exited
+}
+
+// wait reaps the start script. It runs as long as the node does: see
+// IgnoreRunning.
+func (r *nodeRun) wait() {
+	_ = r.cmd.Wait()
+	close(r.exited)
+}
+
+// IgnoreRunning is the goleak option for a leak check while nodes run:
+// each has a goroutine waiting for its start script.
+func IgnoreRunning() goleak.Option {
+	return goleak.IgnoreAnyFunction("github.com/mcbridge/mcbridge/internal/rabbitnode.(*nodeRun).wait")
 }
 
 // errPortTaken marks a start that failed because another process took
@@ -188,10 +202,7 @@ func (n *Node) startOnce() error {
 		return fmt.Errorf("rabbitnode: start %s: %w\n\n%s", n.Name, err, HowToInstall())
 	}
 	r := &nodeRun{cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		close(r.exited)
-	}()
+	go r.wait()
 	n.run = r
 	if err := n.awaitAMQP(r, start.Add(startTimeout)); err != nil {
 		_ = n.stopRun(r)
