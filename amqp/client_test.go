@@ -10,18 +10,16 @@ import (
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
-	"go.uber.org/goleak"
 
 	mcamqp "github.com/mcbridge/mcbridge/amqp"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
 )
 
-// These tests talk to the machine's real RabbitMQ (see internal/testbroker):
+// These tests talk to a real RabbitMQ node of their own (see internal/testbroker):
 // no mocks. Fault injection uses rabbitmqctl.
 
 func TestMain(m *testing.M) {
-	testbroker.MustReach()
-	goleak.VerifyTestMain(m)
+	testbroker.Main(m)
 }
 
 // startClient starts a Client against the test broker with fast reconnects
@@ -31,6 +29,7 @@ func startClient(t *testing.T, opts mcamqp.Options) *mcamqp.Client {
 	if len(opts.URLs) == 0 {
 		opts.URLs = []string{testbroker.URL}
 	}
+	testbroker.MustBePrivate(t, opts.URLs)
 	if opts.ConnectionName == "" {
 		opts.ConnectionName = uniqueConnName()
 	}

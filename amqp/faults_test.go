@@ -206,9 +206,9 @@ func TestMemoryAlarmBlocksPublishing(t *testing.T) {
 	ctx := ctxT(t)
 	publish(t, c, q, "before")
 
-	// The alarm blocks every publisher on the broker: MemoryAlarm waits
-	// until no other package's tests use it, and restores the watermark
-	// in a cleanup that always runs.
+	// The alarm blocks every publisher on this binary's node: MemoryAlarm
+	// holds it exclusively and restores the watermark in a cleanup that
+	// always runs.
 	clearAlarm := testbroker.MemoryAlarm(t)
 
 	// The first publishes (several in flight on the one channel): either

@@ -9,7 +9,8 @@ import (
 )
 
 // TestExampleConfigs: every shipped example passes validation and starts
-// against the real broker (its topology is accepted).
+// against a real broker, the private test node in place of the example's
+// amqp.urls (its topology is accepted).
 func TestExampleConfigs(t *testing.T) {
 	files, err := filepath.Glob("../examples/configs/*.yml")
 	if err != nil || len(files) == 0 {
@@ -21,8 +22,8 @@ func TestExampleConfigs(t *testing.T) {
 			if err != nil {
 				t.Fatalf("check-config: %v", err)
 			}
-			// The examples name shared objects ("jobs", "orders"): remove
-			// them again so that no test leaves anything behind.
+			// The examples name objects ("jobs", "orders") that other
+			// tests of this binary might use: remove them again.
 			for _, q := range cfg.Queues {
 				t.Cleanup(func() { testbroker.Delete(t, q.Name) })
 			}
@@ -31,6 +32,7 @@ func TestExampleConfigs(t *testing.T) {
 			}
 			cfg.Listen = "127.0.0.1:0"
 			cfg.MetricsListen = ""
+			cfg.AMQP.URLs = []config.URL{config.URL(testbroker.URL)}
 			g := startGateway(t, cfg)
 			if err := g.broker.Ready(); err != nil {
 				t.Fatalf("not ready: %v", err)

@@ -3,8 +3,6 @@ package bridge
 import (
 	"testing"
 
-	"go.uber.org/goleak"
-
 	"github.com/mcbridge/mcbridge/amqp"
 	"github.com/mcbridge/mcbridge/config"
 	"github.com/mcbridge/mcbridge/internal/mctest"
@@ -13,8 +11,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	testbroker.MustReach()
-	goleak.VerifyTestMain(m)
+	testbroker.Main(m)
 }
 
 // gateway is a running mcbridge wired to the real broker, for one test.

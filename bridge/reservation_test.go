@@ -9,13 +9,15 @@ import (
 	"github.com/mcbridge/mcbridge/internal/testbroker"
 )
 
-// yamlConfig loads a test config from YAML, listening on a free port.
+// yamlConfig loads a test config from YAML, listening on a free port,
+// against the private broker node (yaml must not have amqp.urls).
 func yamlConfig(t testing.TB, yaml string) *config.Config {
 	t.Helper()
 	cfg, err := config.Load([]byte("listen: 127.0.0.1:0\nmetrics_listen: \"\"\n" + yaml))
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
+	cfg.AMQP.URLs = []config.URL{config.URL(testbroker.URL)}
 	return cfg
 }
 

@@ -23,8 +23,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/mcbridge/mcbridge/internal/testbroker"
 )
 
@@ -32,7 +30,6 @@ import (
 var goBin string
 
 func TestMain(m *testing.M) {
-	testbroker.MustReach()
 	dir, err := os.MkdirTemp("", "mcbridge-clients-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -47,7 +44,9 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { os.RemoveAll(dir) }))
+	code := testbroker.Run(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // requirePackages fails the test, saying what to install, unless every

@@ -198,7 +198,7 @@ func TestMemoryAlarm(t *testing.T) {
 	waited := time.Now()
 	clear := testbroker.MemoryAlarm(t)
 	alarm := time.Now()
-	t.Logf("waited %v for the broker to ourselves", alarm.Sub(waited).Round(time.Millisecond))
+	t.Logf("memory alarm raised in %v", alarm.Sub(waited).Round(time.Millisecond))
 	// RabbitMQ blocks a connection when it next publishes: the first set
 	// is written and its confirm never comes (SERVER_ERROR at the confirm
 	// timeout), or the block is known already (SERVER_ERROR at once).

@@ -1,8 +1,6 @@
 package faults
 
 import (
-	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -11,42 +9,13 @@ import (
 	"github.com/mcbridge/mcbridge/internal/testgateway"
 )
 
-// brokerEnv sets a rabbit application variable for the test and restores
-// it (or unsets it) in a cleanup that always runs. Only channels opened
-// afterwards see the new value.
-func brokerEnv(t *testing.T, key, value string) {
-	t.Helper()
-	old, err := testbroker.Rabbitmqctl("eval", fmt.Sprintf("application:get_env(rabbit, %s).", key))
-	if err != nil {
-		t.Fatal(err)
-	}
-	old = strings.TrimSpace(old)
-	restore := fmt.Sprintf("application:unset_env(rabbit, %s).", key)
-	if v, ok := strings.CutPrefix(old, "{ok,"); ok {
-		restore = fmt.Sprintf("application:set_env(rabbit, %s, %s).", key, strings.TrimSuffix(v, "}"))
-	}
-	t.Cleanup(func() {
-		if _, err := testbroker.Rabbitmqctl("eval", restore); err != nil {
-			t.Errorf("restore rabbit %s: %v", key, err)
-		}
-	})
-	if _, err := testbroker.Rabbitmqctl("eval", fmt.Sprintf("application:set_env(rabbit, %s, %s).", key, value)); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // The broker's consumer_timeout closes the channel of a reservation held too
 // long: the reservations on that channel (here two clients' on one queue)
 // are dropped and their messages handed out again, while a reservation on
 // another queue's channel is untouched and its delete still acks.
 func TestConsumerTimeoutHitsOnlyItsChannel(t *testing.T) {
-	start := time.Now()
-	testbroker.Exclusive(t)
-	t.Logf("waited %v for the broker to ourselves", time.Since(start).Round(time.Millisecond))
-	// RabbitMQ checks consumer_timeout on its channel tick (every minute
-	// by default); both are read when a channel opens.
-	brokerEnv(t, "consumer_timeout", "1500")
-	brokerEnv(t, "channel_tick_interval", "250")
+	// Read when a channel opens: set before the gateway opens its own.
+	testbroker.SetConsumerTimeout(t, 1500*time.Millisecond)
 
 	g := testgateway.Start(t, nil, testgateway.Options{})
 	qa, qb := testbroker.Name(t, "a"), testbroker.Name(t, "b")

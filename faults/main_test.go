@@ -8,15 +8,12 @@ package faults
 import (
 	"testing"
 
-	"go.uber.org/goleak"
-
 	"github.com/mcbridge/mcbridge/amqp"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
 )
 
 func TestMain(m *testing.M) {
-	testbroker.MustReach()
-	goleak.VerifyTestMain(m)
+	testbroker.Main(m)
 }
 
 // publishConnName is what amqp names the publishing connection.

@@ -7,14 +7,11 @@ import (
 	"strings"
 	"testing"
 
-	"go.uber.org/goleak"
-
 	"github.com/mcbridge/mcbridge/internal/testbroker"
 )
 
 func TestMain(m *testing.M) {
-	testbroker.MustReach()
-	goleak.VerifyTestMain(m)
+	testbroker.Main(m)
 }
 
 // A small run of the whole comparison against the real broker: every

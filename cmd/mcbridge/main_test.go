@@ -15,8 +15,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"go.uber.org/goleak"
 
+	"github.com/mcbridge/mcbridge/config"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
 	"github.com/mcbridge/mcbridge/internal/testserve"
 )
@@ -26,8 +26,7 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	testbroker.MustReach()
-	goleak.VerifyTestMain(m)
+	testbroker.Main(m)
 }
 
 // logLine is one line of -log-format json output.
@@ -70,9 +69,19 @@ type gateway struct {
 // startRun writes yamlText to a config file and runs mcbridge on it with
 // -log-format json and the extra flags. yamlText should listen on port 0;
 // the bound addresses are read from the "mcbridge serving" log line. The
-// gateway stops gracefully when the test ends.
+// gateway stops gracefully when the test ends. Its amqp.urls must not
+// reach the machine's broker (testYAML points them at the private node).
 func startRun(t *testing.T, yamlText string, extra ...string) *gateway {
 	t.Helper()
+	cfg, err := config.Load([]byte(yamlText))
+	if err != nil {
+		t.Fatalf("test config: %v\n%s", err, yamlText)
+	}
+	var urls []string
+	for _, u := range cfg.AMQP.URLs {
+		urls = append(urls, u.Raw())
+	}
+	testbroker.MustBePrivate(t, urls)
 	file := filepath.Join(t.TempDir(), "mcbridge.yml")
 	if err := os.WriteFile(file, []byte(yamlText), 0o600); err != nil {
 		t.Fatal(err)
@@ -214,14 +223,16 @@ func repoRoot(t *testing.T) string {
 	return root
 }
 
-// testYAML is a config on free ports with one YAML queue (its own metric
-// label); any other key shares queue="_auto".
+// testYAML is a config on free ports against the private broker node, with
+// one YAML queue (its own metric label); any other key shares
+// queue="_auto".
 func testYAML(t *testing.T, queue string) string {
 	return fmt.Sprintf(`listen: 127.0.0.1:0
 metrics_listen: 127.0.0.1:0
 amqp:
+  urls: [%q]
   connection_name: mcbridge-test-%s
 queues:
   - name: %s
-`, t.Name(), queue)
+`, testbroker.URL, t.Name(), queue)
 }

@@ -105,6 +105,7 @@ func Start(t testing.TB, cfg *config.Config, o Options) *Gateway {
 	if o.Observer != nil {
 		bo.Observer = o.Observer(obs)
 	}
+	testbroker.MustBePrivate(t, bo.URLs)
 	broker := amqp.New(bo)
 	if o.BeforeStart != nil {
 		o.BeforeStart(broker)

@@ -21,14 +21,20 @@ import (
 
 	"github.com/mcbridge/mcbridge/amqp"
 	"github.com/mcbridge/mcbridge/config"
+	"github.com/mcbridge/mcbridge/internal/testbroker"
 )
 
-// Config is the default config on a free port, without the metrics HTTP
-// listener (tests read metrics from the registry).
+// Config is the default config on a free port, against the test binary's
+// private broker node (testbroker.URL), without the metrics HTTP listener
+// (tests read metrics from the registry).
 func Config() *config.Config {
+	if testbroker.URL == "" {
+		panic("testserve.Config: no private broker node: the package's TestMain must call testbroker.Main(m)")
+	}
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.MetricsListen = ""
+	cfg.AMQP.URLs = []config.URL{config.URL(testbroker.URL)}
 	return cfg
 }
 
@@ -66,9 +72,11 @@ func BrokerOptions(cfg *config.Config, name string, log *slog.Logger) amqp.Optio
 }
 
 // StartBroker connects a broker client, failing the test unless every
-// connection is up within 20s.
+// connection is up within 20s. URLs that reach the machine's broker fail
+// the test at once (testbroker.MustBePrivate).
 func StartBroker(t testing.TB, o amqp.Options) *amqp.Client {
 	t.Helper()
+	testbroker.MustBePrivate(t, o.URLs)
 	return StartClient(t, amqp.New(o))
 }
 
