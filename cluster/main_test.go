@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/mcbridge/mcbridge/amqp"
 	"github.com/mcbridge/mcbridge/bridge"
 	"github.com/mcbridge/mcbridge/config"
+	"github.com/mcbridge/mcbridge/internal/rabbitnode"
 	"github.com/mcbridge/mcbridge/internal/testgateway"
 )
 
@@ -45,18 +45,16 @@ func runMain(m *testing.M) (code int) {
 		fmt.Fprintf(os.Stderr, "FAIL: cannot start the three-node RabbitMQ test cluster: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(os.Stderr, "cluster: %d nodes up and clustered in %v (%s)\n", len(nodes), time.Since(start).Round(time.Millisecond), c.dir)
+	fmt.Fprintf(os.Stderr, "cluster: %d nodes up and clustered in %v (%s)\n", len(nodes), time.Since(start).Round(time.Millisecond), c.dir())
 	code = m.Run()
 	if code == 0 {
-		if err := goleak.Find(); err != nil {
+		if err := goleak.Find(rabbitnode.IgnoreRunning()); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
 			code = 1
 		}
 	}
 	return code
 }
-
-func listenTCP(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
 
 func randHex(n int) string {
 	b := make([]byte, n)
