@@ -1,6 +1,7 @@
 package clients
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,4 +107,83 @@ func testCLI(t *testing.T, env []string) {
 				"major >= 1 for memcstat and ext-memcached's getVersion/getStats", r.code, q, clip(r.stdout), clip(r.stderr), "VERSION "+bridge.Version)
 		}
 	})
+}
+
+// yamlGateway starts a gateway from YAML (with the private broker's URL).
+func yamlGateway(t *testing.T, yaml string) *testgateway.Gateway {
+	t.Helper()
+	cfg, err := config.Load([]byte(fmt.Sprintf("listen: 127.0.0.1:0\nmetrics_listen: \"\"\namqp:\n  urls: [%q]\n%s", testbroker.URL, yaml)))
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, yaml)
+	}
+	return testgateway.Start(t, cfg, testgateway.Options{})
+}
+
+// On a manual-ack queue memccat's get reserves a job that goes back when
+// memccat exits, so a consume loop would get it forever: queue.sh consume
+// refuses such a queue at once, takes nothing, and says why. A queue's own
+// ack wins over defaults.ack either way, and with several gateways one that
+// runs the queue manual-ack is enough to refuse.
+func TestQueueShConsumeRefusesManualAck(t *testing.T) {
+	t.Parallel()
+	requirePackages(t, "libmemcached-tools")
+	for _, binary := range []bool{false, true} {
+		t.Run(fmt.Sprintf("binary=%v", binary), func(t *testing.T) {
+			var env []string
+			if binary {
+				env = []string{"MEMC_OPTS=--binary"}
+			}
+			autoQ, manualQ := testbroker.Name(t, "yaml-auto"), testbroker.Name(t, "yaml-manual")
+			// manualGW: defaults.ack manual, autoQ declared auto.
+			manualGW := yamlGateway(t, fmt.Sprintf("queues:\n  - name: %s\n    ack: auto\n", autoQ))
+			// autoGW: defaults.ack auto, manualQ declared manual.
+			autoGW := yamlGateway(t, fmt.Sprintf("defaults:\n  ack: auto\nqueues:\n  - name: %s\n    ack: manual\n", manualQ))
+			tests := []struct {
+				name    string
+				servers string
+				queue   string
+				refuse  bool
+			}{
+				{"auto-declared, default manual", manualGW.Addr, testbroker.Name(t, "auto-declared"), true},
+				{"declared manual, default auto", autoGW.Addr, manualQ, true},
+				{"declared auto, default manual", manualGW.Addr, autoQ, false},
+				{"one of two gateways manual", autoGW.Addr + "," + manualGW.Addr, testbroker.Name(t, "two"), true},
+			}
+			for _, tc := range tests {
+				t.Run(tc.name, func(t *testing.T) {
+					// memccp hashes the key to one server of the list; so
+					// does memccat.
+					stored(t, mustRun(t, 60*time.Second, env, queueSh, "produce", tc.servers, tc.queue, "2").stdout, 2)
+					r := run(t, 30*time.Second, env, queueSh, "consume", tc.servers, tc.queue)
+					if !tc.refuse {
+						got, _ := jobs(t, r.stdout)
+						if r.code != 0 {
+							t.Fatalf("consume: exit %d\n%s", r.code, clip(r.stderr))
+						}
+						exactlyOnce(t, got, 2, 1, 0)
+						drained(t, tc.queue)
+						return
+					}
+					if r.code != 3 || r.stdout != "" || !strings.Contains(r.stderr, "manual-ack queue") || !strings.Contains(r.stderr, "ack: auto") {
+						t.Fatalf("consume of a manual-ack queue: exit %d after %v\nstdout:\n%s\nstderr:\n%s\nwant exit 3, nothing consumed and an explanation",
+							r.code, r.took, clip(r.stdout), clip(r.stderr))
+					}
+					if r.took > 10*time.Second {
+						t.Errorf("the refusal took %v", r.took)
+					}
+					// Nothing was taken: both jobs ready, never delivered.
+					if n := testbroker.QueueDepth(t, tc.queue); n != 2 {
+						t.Fatalf("queue holds %d ready jobs after the refusal, want 2", n)
+					}
+					ch := testbroker.Channel(t)
+					for range 2 {
+						d, ok, err := ch.Get(tc.queue, true)
+						if err != nil || !ok || d.Redelivered {
+							t.Fatalf("basic.get: ok=%v err=%v redelivered=%v, want a job never delivered", ok, err, d.Redelivered)
+						}
+					}
+				})
+			}
+		})
+	}
 }
