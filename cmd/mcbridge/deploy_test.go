@@ -403,21 +403,22 @@ func parseDockerfile(t *testing.T) []dockerStage {
 	return stages
 }
 
-// readmeRunPackage is the package the README's "go run" starts.
-func readmeRunPackage(t *testing.T) string {
+// runPackage is the package that make run (the README's run command,
+// scripts/run.sh) builds and runs.
+func runPackage(t *testing.T) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
+	data, err := os.ReadFile(filepath.Join(repoRoot(t), "scripts", "run.sh"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile("(?m)^go run (\\./cmd/[a-z]+)\\s*$").FindSubmatch(data)
+	m := regexp.MustCompile(`(?m)^go build -o "\$bin" (\./cmd/[a-z]+)\s*$`).FindSubmatch(data)
 	if m == nil {
-		t.Fatal("README.md has no `go run ./cmd/...` line")
+		t.Fatal("scripts/run.sh has no `go build -o \"$bin\" ./cmd/...` line")
 	}
 	return string(m[1])
 }
 
-// The Dockerfile builds, statically, the same package the README runs, in a
+// The Dockerfile builds, statically, the same package make run runs, in a
 // build stage, and runs it as a non-root user in a small final image.
 func TestDockerfile(t *testing.T) {
 	stages := parseDockerfile(t)
@@ -434,7 +435,7 @@ func TestDockerfile(t *testing.T) {
 		t.Errorf("build stage FROM %s does not match go.mod's go %s", build.from, m[1])
 	}
 
-	pkg := readmeRunPackage(t)
+	pkg := runPackage(t)
 	var buildLine string
 	for _, l := range build.lines {
 		if strings.HasPrefix(l, "RUN") && strings.Contains(l, "go build") {
@@ -448,7 +449,7 @@ func TestDockerfile(t *testing.T) {
 		t.Errorf("go build without CGO_ENABLED=0 (the final image has no libc to link against): %s", buildLine)
 	}
 	if !regexp.MustCompile(`\s` + regexp.QuoteMeta(pkg) + `(\s|$)`).MatchString(buildLine) {
-		t.Errorf("the Dockerfile builds something other than %s, which the README runs: %s", pkg, buildLine)
+		t.Errorf("the Dockerfile builds something other than %s, which make run runs: %s", pkg, buildLine)
 	}
 	out := regexp.MustCompile(`-o\s+(\S+)`).FindStringSubmatch(buildLine)
 	if out == nil {
