@@ -114,6 +114,40 @@ func waitHostGone(t *testing.T, dir string, d time.Duration) {
 	}
 }
 
+// listeners lists the IPv4 and IPv6 addresses listening on port, from
+// /proc/net/tcp and tcp6 (state 0A is LISTEN).
+func listeners(t *testing.T, port int) []string {
+	t.Helper()
+	var out []string
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fields := strings.Fields(line)
+			if len(fields) < 4 || fields[3] != "0A" {
+				continue
+			}
+			hexIP, hexPort, _ := strings.Cut(fields[1], ":")
+			if hexPort != fmt.Sprintf("%04X", port) {
+				continue
+			}
+			ip := make(net.IP, len(hexIP)/2)
+			for i := range ip {
+				fmt.Sscanf(hexIP[2*i:2*i+2], "%02X", &ip[i])
+			}
+			// The kernel prints each 32-bit word in host (little-endian)
+			// order.
+			for w := 0; w+4 <= len(ip); w += 4 {
+				ip[w], ip[w+1], ip[w+2], ip[w+3] = ip[w+3], ip[w+2], ip[w+1], ip[w]
+			}
+			out = append(out, ip.String())
+		}
+	}
+	return out
+}
+
 func dialable(addr string) bool {
 	conn, err := amqp091.DialConfig("amqp://guest:guest@"+addr+"/", amqp091.Config{Dial: amqp091.DefaultDial(2 * time.Second)})
 	if err != nil {
@@ -162,12 +196,10 @@ func TestNodeLifecycle(t *testing.T) {
 	if err != nil || strings.TrimSpace(out) != "'"+string(cookie)+"'" {
 		t.Errorf("node cookie %q %v, want the host's %q", out, err, cookie)
 	}
-	// Nothing of the node listens beyond loopback.
+	// AMQP and distribution listen on loopback only.
 	for _, p := range []int{n.Port(), n.distPortNow()} {
-		ln, err := net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", p))
-		if err == nil {
-			ln.Close()
-			t.Errorf("port %d is free on 0.0.0.0 while the node runs", p)
+		if got := listeners(t, p); strings.Join(got, ",") != "127.0.0.1" {
+			t.Errorf("port %d: listening on %v, want 127.0.0.1 only", p, got)
 		}
 	}
 
@@ -279,5 +311,31 @@ func TestNotInstalled(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
+	}
+}
+
+// A port taken between NewNode and the first Start is replaced: the node
+// starts on other ports, and the taker keeps its own.
+func TestFirstStartReplacesTakenPort(t *testing.T) {
+	h, err := NewHost("mcbt-rabbitnode")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	n, err := h.NewNode("taken")
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := n.Port()
+	ln, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", taken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if n.Port() == taken || !dialable(n.Addr()) {
+		t.Fatalf("node on port %d (answers: %v), want one other than the taken %d", n.Port(), dialable(n.Addr()), taken)
 	}
 }
