@@ -1,7 +1,8 @@
 // Package testgateway runs an in-process mcbridge, wired as cmd/mcbridge
-// wires it, against the real broker for one test: the faults, clients and
-// cmd tests all start their gateways here, so that they test the same
-// wiring. (bridge's own tests cannot import it; see testserve.)
+// wires it, against the test binary's private broker node for one test:
+// the faults, clients and cmd tests all start their gateways here, so that
+// they test the same wiring. (bridge's own tests cannot import it; see
+// testserve.)
 package testgateway
 
 import (
