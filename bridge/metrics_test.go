@@ -162,11 +162,7 @@ func TestAmqpReconnectCounted(t *testing.T) {
 // and "_auto".
 func TestMetricLabelsBounded(t *testing.T) {
 	yamlQ := testbroker.Name(t, "yaml")
-	cfg, err := config.Load(fmt.Appendf(nil, "listen: 127.0.0.1:0\nmetrics_listen: \"\"\nqueues: [{name: %q, reservation_timeout: 1m}]\n", yamlQ))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := startGateway(t, cfg)
+	g := startGateway(t, yamlConfig(t, fmt.Sprintf("queues: [{name: %q, reservation_timeout: 1m}]\n", yamlQ)))
 	c := g.dial()
 	for i := range 5 {
 		q := testbroker.Name(t, fmt.Sprintf("k%d", i))
