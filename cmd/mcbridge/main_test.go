@@ -73,15 +73,7 @@ type gateway struct {
 // reach the machine's broker (testYAML points them at the private node).
 func startRun(t *testing.T, yamlText string, extra ...string) *gateway {
 	t.Helper()
-	cfg, err := config.Load([]byte(yamlText))
-	if err != nil {
-		t.Fatalf("test config: %v\n%s", err, yamlText)
-	}
-	var urls []string
-	for _, u := range cfg.AMQP.URLs {
-		urls = append(urls, u.Raw())
-	}
-	testbroker.MustBePrivate(t, urls)
+	mustBePrivateYAML(t, yamlText)
 	file := filepath.Join(t.TempDir(), "mcbridge.yml")
 	if err := os.WriteFile(file, []byte(yamlText), 0o600); err != nil {
 		t.Fatal(err)
@@ -111,6 +103,21 @@ func startRun(t *testing.T, yamlText string, extra ...string) *gateway {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// mustBePrivateYAML fails the test unless the config's amqp.urls keep off
+// the machine's broker (testbroker.MustBePrivate).
+func mustBePrivateYAML(t *testing.T, yamlText string) {
+	t.Helper()
+	cfg, err := config.Load([]byte(yamlText))
+	if err != nil {
+		t.Fatalf("test config: %v\n%s", err, yamlText)
+	}
+	var urls []string
+	for _, u := range cfg.AMQP.URLs {
+		urls = append(urls, u.Raw())
+	}
+	testbroker.MustBePrivate(t, urls)
 }
 
 // stop cancels the process context (SIGTERM) and waits for run to return.

@@ -31,6 +31,7 @@ type process struct {
 // startProcess runs mcbridge (this test binary as main) on yamlText.
 func startProcess(t *testing.T, yamlText string) *process {
 	t.Helper()
+	mustBePrivateYAML(t, yamlText)
 	file := filepath.Join(t.TempDir(), "mcbridge.yml")
 	if err := os.WriteFile(file, []byte(yamlText), 0o600); err != nil {
 		t.Fatal(err)
