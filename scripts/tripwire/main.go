@@ -96,25 +96,39 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 // connection: the owner of the socket whose local address is c's remote
 // one, found through /proc/net/tcp and the processes' file descriptors.
 // It returns "unknown process" when it cannot tell.
+//
+// The kernel lists /proc/net/tcp bucket by bucket without a snapshot: while
+// many sockets come and go (a whole test suite) a read may miss one, so
+// the search is tried a few times.
 func connector(c net.Conn) string {
 	peer, ok := c.RemoteAddr().(*net.TCPAddr)
 	if !ok || peer.IP.To4() == nil {
 		return "unknown process"
 	}
+	for range 10 {
+		if who := findConnector(peer); who != "" {
+			return who
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return "unknown process"
+}
+
+func findConnector(peer *net.TCPAddr) string {
 	inode := socketInode(peer)
 	if inode == "" {
-		return "unknown process"
+		return ""
 	}
 	target := "socket:[" + inode + "]"
-	procs, _ := filepath.Glob("/proc/[0-9]*/fd/*")
-	for _, fd := range procs {
+	fds, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	for _, fd := range fds {
 		if l, err := os.Readlink(fd); err == nil && l == target {
 			pid := strings.Split(fd, "/")[2]
 			cmd, _ := os.ReadFile(filepath.Join("/proc", pid, "cmdline"))
 			return fmt.Sprintf("pid %s: %s", pid, strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " ")))
 		}
 	}
-	return "unknown process"
+	return ""
 }
 
 // socketInode finds the inode of the IPv4 socket bound to local in
