@@ -64,6 +64,16 @@ func (d *Delivery) Requeue() error {
 	return nil
 }
 
+// RequeueNow puts the delivery back with basic.reject(requeue) and returns
+// at once: for a gateway that is stopping, where the order of the next get
+// no longer matters and a hung broker must not hold the stop up.
+func (d *Delivery) RequeueNow() error {
+	if !d.settled.CompareAndSwap(false, true) {
+		return ErrSettled
+	}
+	return d.sendSettle(settleReject)
+}
+
 // Stale reports whether the delivering channel is gone.
 func (d *Delivery) Stale() bool { return d.ch.IsClosed() }
 

@@ -154,7 +154,11 @@ func (s *Server) settle(r *reservation, mode int, reason string) bool {
 	case settleRequeue:
 		// An error means stale: the broker requeued it already when the
 		// channel died.
-		if told = r.delivery.Requeue() == nil; told {
+		requeue := r.delivery.Requeue
+		if reason == reasonShutdown {
+			requeue = r.delivery.RequeueNow
+		}
+		if told = requeue() == nil; told {
 			s.metrics.requeued.WithLabelValues(r.queue.label, reason).Inc()
 		}
 	}
