@@ -30,6 +30,7 @@ type Client struct {
 	// declared caches queues known to exist, so that a get or set declares
 	// at most once. Cleared when the admin connection reconnects.
 	declared sync.Map
+	admin    adminChannels
 
 	fmu      sync.Mutex
 	fetchers map[string]*fetcher // guarded by fmu; one per queue used
@@ -58,6 +59,7 @@ func New(opts Options) *Client {
 	}
 	for i := range opts.ConsumeConnections {
 		cc := &consumeConn{}
+		cc.pool = newChanPool(c, cc)
 		cc.sup = newSupervisor(RoleConsume, i, &c.opts, func(ctx context.Context, conn *amqp091.Connection, wg *sync.WaitGroup) error {
 			if i == 0 {
 				// The first consume connection declares: a memory alarm
@@ -264,56 +266,101 @@ func (c *Client) adminConn() (*amqp091.Connection, error) {
 // have created it); only a missing one is declared from spec.
 //
 // It also learns whether the queue may be fetched ahead: only a classic
-// queue may (see fetcher). A queue this client declared has spec's type; an
-// existing one is classic for sure only if declaring it again with spec's
-// arguments, on a throwaway channel, succeeds (the broker refuses a
-// declaration whose x-queue-type or other arguments differ).
+// queue may (see fetcher). The queue is declared with spec's arguments: the
+// broker accepts that when the queue is missing (it is created) or exists
+// with the same arguments, so its type is spec's; it refuses it (406,
+// closing the channel) when the queue exists with other arguments, which
+// with passiveFirst means: use it as it is, type unknown.
 func (c *Client) EnsureQueue(ctx context.Context, spec QueueSpec, passiveFirst bool) error {
 	if _, ok := c.declared.Load(spec.Name); ok {
 		return nil
 	}
+	args := spec.arguments(int(c.brokerMajor.Load()))
+	err := c.onAdminChannel(func(ch *amqp091.Channel) error {
+		_, err := ch.QueueDeclare(spec.Name, true, false, false, false, args)
+		return err
+	})
+	known := err == nil
+	switch {
+	case err == nil:
+	case passiveFirst && isPreconditionFailed(err):
+		// Someone else's queue, with arguments of their own.
+	case errors.Is(err, ErrNotConnected), errors.Is(err, ErrBrokerTimeout), errors.Is(err, ErrClosed):
+		return err
+	default:
+		return &TopologyError{Object: describe("queue", spec.Name, spec.Origin), Err: err}
+	}
+	if len(spec.Bindings) > 0 {
+		// Bindings are idempotent: an existing queue still gets them.
+		err := c.onAdminChannel(func(ch *amqp091.Channel) error {
+			for _, b := range spec.Bindings {
+				if err := ch.QueueBind(spec.Name, b.RoutingKey, b.Exchange, false, nil); err != nil {
+					obj := fmt.Sprintf("binding of %s to exchange %q", describe("queue", spec.Name, spec.Origin), b.Exchange)
+					return &TopologyError{Object: obj, Err: err}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	c.fetcher(spec.Name).setPrefetch(known && !spec.Quorum)
+	c.declared.Store(spec.Name, struct{}{})
+	return nil
+}
+
+// adminChannels are the idle channels of the admin connection that
+// declarations and inspections use: a channel that the broker closed on
+// an error is dropped, a good one reused.
+type adminChannels struct {
+	mu   sync.Mutex
+	idle []*amqp091.Channel // guarded by mu
+}
+
+// maxIdleAdminChannels bounds the admin channels kept open between uses.
+const maxIdleAdminChannels = 4
+
+// onAdminChannel runs fn on a channel of the admin connection that nothing
+// else uses meanwhile, bounded by the RPC timeout.
+func (c *Client) onAdminChannel(fn func(*amqp091.Channel) error) error {
 	conn, err := c.adminConn()
 	if err != nil {
 		return err
 	}
-	exists := false
-	if passiveFirst {
-		_, err := c.inspect(conn, spec.Name)
-		if err != nil && !isNotFound(err) {
+	return c.bounded(func() error {
+		a := &c.admin
+		var ch *amqp091.Channel
+		a.mu.Lock()
+		for len(a.idle) > 0 && ch == nil {
+			ch, a.idle = a.idle[len(a.idle)-1], a.idle[:len(a.idle)-1]
+			if ch.IsClosed() {
+				ch = nil
+			}
+		}
+		a.mu.Unlock()
+		if ch == nil {
+			var err error
+			if ch, err = conn.Channel(); err != nil {
+				return fmt.Errorf("%w: open channel: %w", ErrNotConnected, err)
+			}
+		}
+		err := fn(ch)
+		if err != nil || ch.IsClosed() {
+			// After an error the broker has closed it.
 			return err
 		}
-		exists = err == nil
-	}
-	args := spec.arguments(int(c.brokerMajor.Load()))
-	err = c.onThrowawayChannel(conn, func(ch *amqp091.Channel) error {
-		if !exists {
-			if _, err := ch.QueueDeclare(spec.Name, true, false, false, false, args); err != nil {
-				return &TopologyError{Object: describe("queue", spec.Name, spec.Origin), Err: err}
-			}
+		a.mu.Lock()
+		if len(a.idle) < maxIdleAdminChannels {
+			a.idle = append(a.idle, ch)
+			ch = nil
 		}
-		// Bindings are idempotent: an existing queue still gets them.
-		for _, b := range spec.Bindings {
-			if err := ch.QueueBind(spec.Name, b.RoutingKey, b.Exchange, false, nil); err != nil {
-				obj := fmt.Sprintf("binding of %s to exchange %q", describe("queue", spec.Name, spec.Origin), b.Exchange)
-				return &TopologyError{Object: obj, Err: err}
-			}
+		a.mu.Unlock()
+		if ch != nil {
+			_ = ch.Close()
 		}
 		return nil
-	})
-	if err != nil {
-		return err
-	}
-	classic := !spec.Quorum && !exists
-	if !spec.Quorum && exists {
-		// A refusal only closes the throwaway channel.
-		classic = c.onThrowawayChannel(conn, func(ch *amqp091.Channel) error {
-			_, err := ch.QueueDeclare(spec.Name, true, false, false, false, args)
-			return err
-		}) == nil
-	}
-	c.fetcher(spec.Name).setPrefetch(classic)
-	c.declared.Store(spec.Name, struct{}{})
-	return nil
+	}, nil)
 }
 
 // onThrowawayChannel runs fn on a channel of its own, bounded by the RPC
@@ -341,11 +388,11 @@ func (c *Client) Forget(queue string) { c.declared.Delete(queue) }
 // declaration on a throwaway channel: it never creates the queue. found is
 // false when the queue does not exist.
 func (c *Client) QueueDepth(ctx context.Context, queue string) (depth int, found bool, err error) {
-	conn, err := c.adminConn()
-	if err != nil {
-		return 0, false, err
-	}
-	q, err := c.inspect(conn, queue)
+	var q amqp091.Queue
+	err = c.onAdminChannel(func(ch *amqp091.Channel) (err error) {
+		q, err = ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+		return err
+	})
 	if isNotFound(err) {
 		return 0, false, nil
 	}
@@ -355,6 +402,17 @@ func (c *Client) QueueDepth(ctx context.Context, queue string) (depth int, found
 	return q.Messages, true, nil
 }
 
+// inspectOn is inspect on a consume connection.
+func (c *Client) inspectOn(cc *consumeConn, queue string) (amqp091.Queue, error) {
+	conn := cc.sup.current()
+	if conn == nil {
+		return amqp091.Queue{}, ErrNotConnected
+	}
+	return c.inspect(conn, queue)
+}
+
+// inspect is a passive declaration on a throwaway channel of conn: a 404
+// closes it.
 func (c *Client) inspect(conn *amqp091.Connection, queue string) (amqp091.Queue, error) {
 	var q amqp091.Queue
 	err := c.onThrowawayChannel(conn, func(ch *amqp091.Channel) (err error) {
@@ -362,6 +420,20 @@ func (c *Client) inspect(conn *amqp091.Connection, queue string) (amqp091.Queue,
 		return err
 	})
 	return q, err
+}
+
+// ConsumeChannels is, per consume connection, the channels it has open
+// for gets and consumers (for tests and operators: bounded whatever the
+// number of queues).
+func (c *Client) ConsumeChannels() []int {
+	out := make([]int, len(c.cons))
+	for i, cc := range c.cons {
+		p := cc.pool
+		p.mu.Lock()
+		out[i] = len(p.chans) + p.consumer
+		p.mu.Unlock()
+	}
+	return out
 }
 
 // ConnectionName is the name the client's connections carry (with their

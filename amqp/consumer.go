@@ -104,7 +104,10 @@ func (d *Delivery) send(kind settleKind) error {
 // settledNow tells the channel that the delivery no longer counts against
 // it. Only then may the channel be closed: a settlement must not be
 // overtaken by the channel's close.
-func (d *Delivery) settledNow() { d.qc.settled(d.f.c) }
+func (d *Delivery) settledNow() {
+	d.f.held.Add(-1)
+	d.qc.settled(d.f.c)
+}
 
 // ackWritten is settledNow for an ack that went through the writer.
 func (d *Delivery) ackWritten() {
@@ -116,6 +119,7 @@ func (d *Delivery) ackWritten() {
 // the per-queue fetchers.
 type consumeConn struct {
 	sup  *supervisor
+	pool *chanPool
 	cork atomic.Pointer[corkConn]  // the socket of the current connection
 	acks atomic.Pointer[ackWriter] // its settlement writer
 }

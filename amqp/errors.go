@@ -28,4 +28,7 @@ var (
 	ErrSettled = errors.New("amqp: delivery already settled")
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("amqp: client closed")
+	// errTooManyConsumers: a consume connection has all the consumer
+	// channels it may; the queue is served with basic.get.
+	errTooManyConsumers = errors.New("amqp: consumer channels all in use")
 )

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -55,13 +56,14 @@ type fetcher struct {
 	c     *Client
 	queue string
 
-	mu      sync.Mutex
-	opened  *sync.Cond      // on mu: a get channel finished opening
-	chans   []*queueChannel // guarded by mu: get channels
-	opening int             // guarded by mu: get channels being opened
-	next    int             // guarded by mu
+	// lastUse (unix nanos) is when a get, a wait or a declaration last
+	// asked for the fetcher; held counts its queue's deliveries not yet
+	// settled. The janitor releases a fetcher idle on both counts.
+	lastUse atomic.Int64
+	held    atomic.Int64
 
-	// The rest is guarded by mu too.
+	mu       sync.Mutex
+	released bool // guarded by mu: no longer in the client's map
 	state    fetchState
 	prefetch bool // the queue is known to be classic: it may be fetched ahead
 	cons     *consumer
@@ -82,6 +84,9 @@ type fetcher struct {
 	hotUntil time.Time // gets keep the consumer wanted until then
 	// startAfter delays the next consumer start after one failed.
 	startAfter time.Time
+	// noConsumerUntil: the connection had no room for another consumer;
+	// until then the queue is served as one not fetched ahead.
+	noConsumerUntil time.Time
 	// changed is closed and replaced whenever a waiting get may proceed.
 	changed chan struct{}
 	// wake pokes the pump (buffered 1).
@@ -125,6 +130,9 @@ const (
 	pollMax = 100 * time.Millisecond
 	// startRetry spaces consumer starts after one failed.
 	startRetry = 250 * time.Millisecond
+	// noConsumerFor: a queue whose connection had no room for its consumer
+	// is served without one for this long.
+	noConsumerFor = 5 * time.Second
 	// defaultPrefetch bounds what a wait consumer holds unclaimed.
 	defaultPrefetch = 8
 	// defaultHotPrefetch is the window of a consumer that serves gets of a
@@ -165,10 +173,17 @@ func (c *Client) fetcher(queue string) *fetcher {
 	f := c.fetchers[queue]
 	if f == nil {
 		f = &fetcher{c: c, queue: queue, changed: make(chan struct{}), wake: make(chan struct{}, 1)}
-		f.opened = sync.NewCond(&f.mu)
 		c.fetchers[queue] = f
 	}
+	f.lastUse.Store(time.Now().UnixNano())
 	return f
+}
+
+// mayConsumeLocked reports whether the queue may have a consumer now: it
+// is known to be classic, and its connection had room for one when it last
+// tried.
+func (f *fetcher) mayConsumeLocked(now time.Time) bool {
+	return f.prefetch && !now.Before(f.noConsumerUntil)
 }
 
 // setPrefetch says whether the queue may be fetched ahead: only when it is
@@ -223,9 +238,13 @@ func (f *fetcher) popLocked() *Delivery {
 func (f *fetcher) get(ctx context.Context) (*Delivery, error) {
 	start := time.Now()
 	f.mu.Lock()
+	if f.released {
+		f.mu.Unlock()
+		return f.c.fetcher(f.queue).get(ctx)
+	}
 	hot := start.Sub(f.lastGet) < hotWindow
 	f.lastGet = start
-	if hot && f.prefetch {
+	if hot && f.mayConsumeLocked(start) {
 		f.hotUntil = start.Add(idleAfter)
 	}
 	probed := false
@@ -242,7 +261,7 @@ func (f *fetcher) get(ctx context.Context) (*Delivery, error) {
 			seen, start = f.state, now
 		}
 		switch {
-		case f.state == stateIdle && f.rewinds == 0 && (!f.prefetch || f.fence || now.After(f.hotUntil)):
+		case f.state == stateIdle && f.rewinds == 0 && (!f.mayConsumeLocked(now) || f.fence || now.After(f.hotUntil)):
 			f.gets++
 			f.mu.Unlock()
 			d, err := f.basicGet()
@@ -355,6 +374,10 @@ func (cs *consumer) heldLocked(f *fetcher) int {
 // message handed to it just then goes to the next in line.
 func (f *fetcher) wait(ctx context.Context, timeout time.Duration) (*Delivery, error) {
 	f.mu.Lock()
+	if f.released {
+		f.mu.Unlock()
+		return f.c.fetcher(f.queue).wait(ctx, timeout)
+	}
 	if d := f.popLocked(); d != nil {
 		f.mu.Unlock()
 		return d, nil
@@ -408,7 +431,7 @@ func (f *fetcher) unclaimed(d *Delivery) {
 		f.mu.Unlock()
 		return
 	}
-	if f.pumping && f.prefetch {
+	if f.pumping && f.mayConsumeLocked(time.Now()) {
 		f.buf = append([]buffered{{d: d, at: time.Now()}}, f.buf...)
 		f.notifyLocked()
 		f.mu.Unlock()
@@ -535,21 +558,22 @@ const (
 // diagram in fetcher's comment that the pump makes, from what is wanted now.
 func (f *fetcher) decideLocked(now time.Time) pumpAction {
 	wanted := len(f.waiters) > 0 || now.Before(f.hotUntil)
+	consume := f.mayConsumeLocked(now)
 	switch f.state {
 	case stateIdle:
 		switch {
 		case f.rewinds > 0:
 			return actWait // the give-back pokes us when done
-		case wanted && f.prefetch && now.Before(f.startAfter):
+		case wanted && consume && now.Before(f.startAfter):
 			return actWait
-		case wanted && f.prefetch && f.fence && len(f.waiters) > 0 && f.gets == 0:
+		case wanted && consume && f.fence && len(f.waiters) > 0 && f.gets == 0:
 			return actFence
-		case wanted && f.prefetch && f.fence:
+		case wanted && consume && f.fence:
 			return actWait // the next get's basic.get lifts the fence
-		case wanted && f.prefetch && f.gets == 0:
+		case wanted && consume && f.gets == 0:
 			f.state = stateStarting
 			return actStart
-		case wanted && f.prefetch:
+		case wanted && consume:
 			return actWait // the gets in flight poke us when done
 		case len(f.waiters) > 0:
 			return actPoll
@@ -654,6 +678,11 @@ func (f *fetcher) startConsumer() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	defer f.notifyLocked()
+	if errors.Is(err, errTooManyConsumers) {
+		f.state = stateIdle
+		f.noConsumerUntil = time.Now().Add(noConsumerFor)
+		return
+	}
 	if err != nil {
 		f.state = stateIdle
 		f.startAfter = time.Now().Add(startRetry)
@@ -669,7 +698,11 @@ func (f *fetcher) startConsumer() {
 }
 
 func (f *fetcher) subscribe(window int) (*consumer, error) {
-	qc, err := f.open()
+	pools := f.c.pools(f.queue)
+	if len(pools) == 0 {
+		return nil, ErrNotConnected
+	}
+	qc, err := pools[0].openConsumer(f)
 	if err != nil {
 		return nil, err
 	}
@@ -813,7 +846,9 @@ func (c *Client) goFetch(fn func()) bool {
 	return true
 }
 
-// janitor closes idle queue channels until the client closes.
+// janitor closes idle get channels and releases the fetchers of queues
+// nobody used for a while, until the client closes: thousands of queues
+// used once must not cost memory for ever.
 func (c *Client) janitor() {
 	t := time.NewTicker(channelIdle / 3)
 	defer t.Stop()
@@ -822,17 +857,49 @@ func (c *Client) janitor() {
 		case <-c.runCtx.Done():
 			return
 		case now := <-t.C:
-			c.fmu.Lock()
-			fs := make([]*fetcher, 0, len(c.fetchers))
-			for _, f := range c.fetchers {
-				fs = append(fs, f)
+			for _, cc := range c.cons {
+				cc.pool.closeIdle(now)
 			}
-			c.fmu.Unlock()
-			for _, f := range fs {
-				f.closeIdle(now)
-			}
+			c.releaseIdleFetchers(now)
 		}
 	}
+}
+
+// fetcherIdle: a fetcher unused this long that holds nothing is released.
+const fetcherIdle = 2 * time.Minute
+
+func (c *Client) releaseIdleFetchers(now time.Time) {
+	var released []*fetcher
+	c.fmu.Lock()
+	for q, f := range c.fetchers {
+		if f.releaseIfIdle(now) {
+			delete(c.fetchers, q)
+			released = append(released, f)
+		}
+	}
+	c.fmu.Unlock()
+	for _, f := range released {
+		// What is learnt of the queue (declared, its type) is learnt
+		// again on its next use.
+		c.declared.Delete(f.queue)
+		for _, cc := range c.cons {
+			cc.pool.forget(f)
+		}
+	}
+}
+
+// releaseIfIdle marks f released when nothing runs on it, nothing of its
+// queue is held or buffered, and nobody used it for fetcherIdle. A caller
+// that fetched f just before finds it released and asks for a new one.
+func (f *fetcher) releaseIfIdle(now time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.state != stateIdle || f.pumping || f.rewinds > 0 || f.gets > 0 || len(f.waiters) > 0 ||
+		len(f.buf) > 0 || f.held.Load() > 0 || now.Sub(time.Unix(0, f.lastUse.Load())) < fetcherIdle {
+		return false
+	}
+	f.released = true
+	return true
 }
 
 func (c *Client) consumerTag() string {

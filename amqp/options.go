@@ -38,6 +38,10 @@ type Options struct {
 	HotPrefetch int
 	// ConfirmTimeout bounds the wait for a publisher confirm (default 5s).
 	ConfirmTimeout time.Duration
+	// GetChannels bounds the basic.get channels of each consume connection,
+	// shared by all queues (default 512); Consumers bounds the consumer
+	// channels of each (default 512).
+	GetChannels, Consumers int
 	// RPCTimeout bounds every other wait for the broker: a get, a
 	// declaration, a channel opening (default: ConfirmTimeout).
 	RPCTimeout time.Duration
@@ -98,6 +102,12 @@ func (o *Options) setDefaults() {
 	}
 	if o.ConfirmTimeout <= 0 {
 		o.ConfirmTimeout = 5 * time.Second
+	}
+	if o.GetChannels <= 0 {
+		o.GetChannels = defaultGetChannels
+	}
+	if o.Consumers <= 0 {
+		o.Consumers = defaultConsumers
 	}
 	if o.RPCTimeout <= 0 {
 		o.RPCTimeout = o.ConfirmTimeout

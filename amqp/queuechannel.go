@@ -9,17 +9,9 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 )
 
-const (
-	// maxQueueChannels bounds the concurrent basic.get RPCs per queue.
-	maxQueueChannels = 8
-	// channelIdle: a get channel with nothing unsettled is closed after
-	// this long unused.
-	channelIdle = 30 * time.Second
-)
-
-// queueChannel is one channel of a fetcher: for basic.get, or for its
-// consumer. RPCs on it are serialised (mu): amqp091-go matches RPC replies
-// to callers by arrival order only.
+// queueChannel is a channel of a consume connection: a get channel of its
+// pool, or the channel of one queue's consumer. RPCs on it are serialised
+// (mu): amqp091-go matches RPC replies to callers by arrival order only.
 type queueChannel struct {
 	mu          sync.Mutex
 	ch          *amqp091.Channel
@@ -32,6 +24,15 @@ type queueChannel struct {
 	// its last delivery is settled.
 	retired atomic.Bool
 	closing atomic.Bool
+
+	// Get channels: owner is the queue that took the channel while it
+	// held no deliveries, checked the queues that share it since and when
+	// they were checked to exist. Guarded by the pool's mu.
+	owner   *fetcher
+	checked map[*fetcher]time.Time
+
+	// Consumer channels: the queue whose consumer it carries.
+	consumerOf *fetcher
 }
 
 // settled counts one delivery (or a pin) off the channel; a retired
@@ -91,95 +92,8 @@ func (qc *queueChannel) track(f *fetcher, m *amqp091.Delivery) *Delivery {
 		f:           f,
 	}
 	qc.outstanding.Add(1)
+	f.held.Add(1)
 	return d
-}
-
-// channel returns a live get channel of the queue, locked for one RPC: an
-// idle one, else a new one up to maxQueueChannels, else the next busy one.
-func (f *fetcher) channel() (*queueChannel, error) {
-	f.mu.Lock()
-	live := f.chans[:0]
-	for _, qc := range f.chans {
-		if !qc.ch.IsClosed() {
-			live = append(live, qc)
-		}
-	}
-	clear(f.chans[len(live):])
-	f.chans = live
-	for _, qc := range f.chans {
-		if qc.mu.TryLock() {
-			f.mu.Unlock()
-			return qc, nil
-		}
-	}
-	if len(f.chans)+f.opening < maxQueueChannels {
-		f.opening++
-		f.mu.Unlock()
-		qc, err := f.open()
-		f.mu.Lock()
-		f.opening--
-		if err == nil {
-			qc.mu.Lock()
-			f.chans = append(f.chans, qc)
-		}
-		f.opened.Broadcast()
-		f.mu.Unlock()
-		return qc, err
-	}
-	// Channels being opened will do: wait for one.
-	for len(f.chans) == 0 && f.opening > 0 {
-		f.opened.Wait()
-	}
-	if len(f.chans) == 0 {
-		f.mu.Unlock()
-		return nil, ErrNotConnected
-	}
-	f.next++
-	qc := f.chans[f.next%len(f.chans)]
-	f.mu.Unlock()
-	if !qc.lockOpen() {
-		return nil, ErrNotConnected
-	}
-	return qc, nil
-}
-
-// open opens a channel on a consume connection, and a goroutine that tells
-// the observer when it dies, so that its reservations are dropped at once.
-func (f *fetcher) open() (*queueChannel, error) {
-	cc := f.c.pickConsume()
-	if cc == nil {
-		return nil, ErrNotConnected
-	}
-	conn := cc.sup.current()
-	if conn == nil {
-		return nil, ErrNotConnected
-	}
-	var ch *amqp091.Channel
-	err := f.c.bounded(func() (err error) {
-		ch, err = conn.Channel()
-		return err
-	}, func() { _ = ch.Close() })
-	if err != nil {
-		return nil, fmt.Errorf("%w: open channel: %w", ErrNotConnected, err)
-	}
-	qc := &queueChannel{ch: ch, acks: cc.acks.Load(), ledger: newTagLedger()}
-	qc.lastUse.Store(time.Now().UnixNano())
-	closed := ch.NotifyClose(make(chan *amqp091.Error, 1))
-	f.c.goFetch(func() {
-		select {
-		case err := <-closed:
-			if err != nil {
-				f.c.opts.Logger.Debug("queue channel closed", "queue", f.queue, "err", err)
-			}
-			if qc.outstanding.Load() > 0 {
-				f.c.opts.Observer.DeliveriesLost()
-			}
-			f.channelClosed(qc)
-		case <-f.c.runCtx.Done():
-			// Closing the connection closes the channel.
-		}
-	})
-	return qc, nil
 }
 
 // basicGet fetches one message with basic.get on a get channel. nil, nil:
@@ -263,27 +177,4 @@ func (f *fetcher) channelClosed(qc *queueChannel) {
 	}
 	clear(f.buf[len(keep):])
 	f.buf = keep
-}
-
-// closeIdle closes get channels unused for channelIdle with nothing
-// unsettled on them.
-func (f *fetcher) closeIdle(now time.Time) {
-	f.mu.Lock()
-	var idle []*queueChannel
-	keep := f.chans[:0]
-	for _, qc := range f.chans {
-		if qc.outstanding.Load() == 0 && now.UnixNano()-qc.lastUse.Load() > int64(channelIdle) && qc.mu.TryLock() {
-			qc.closing.Store(true)
-			idle = append(idle, qc)
-			continue
-		}
-		keep = append(keep, qc)
-	}
-	clear(f.chans[len(keep):])
-	f.chans = keep
-	f.mu.Unlock()
-	for _, qc := range idle {
-		_ = qc.ch.Close()
-		qc.mu.Unlock()
-	}
 }

@@ -94,6 +94,13 @@ func (q QueueSpec) arguments(brokerMajor int) amqp091.Table {
 	return args
 }
 
+// isPreconditionFailed reports a 406: a declaration whose arguments differ
+// from the existing queue's.
+func isPreconditionFailed(err error) bool {
+	var aerr *amqp091.Error
+	return errors.As(err, &aerr) && aerr.Code == amqp091.PreconditionFailed
+}
+
 // isNotFound reports a 404 from a passive declaration.
 func isNotFound(err error) bool {
 	var aerr *amqp091.Error

@@ -89,6 +89,10 @@ func producer(t *testing.T, addr, q string, id, n int, stop *atomic.Bool, l *led
 		v := fmt.Sprintf("p%d-%d", id, i)
 		r, err := c.Set(q, v)
 		if err != nil {
+			// No reply (the gateway died): the set may have been stored.
+			l.mu.Lock()
+			l.unknown[v] = true
+			l.mu.Unlock()
 			return fmt.Errorf("producer %d: %v", id, err)
 		}
 		l.mu.Lock()
