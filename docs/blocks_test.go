@@ -160,7 +160,9 @@ func runConsole(t *testing.T, b block, g *gateway) {
 	var script strings.Builder
 	script.WriteString("exec 2>&1\n")
 	for _, c := range cmds {
-		fmt.Fprintf(&script, "printf '\\n%s\\n'\n%s\n", cmdMarker, g.localize(c.cmd))
+		// The marker keeps the exit status of the command before it, for
+		// a transcript that shows $?.
+		fmt.Fprintf(&script, "__doctest_status=$?; printf '\\n%s\\n'; (exit $__doctest_status)\n%s\n", cmdMarker, g.localize(c.cmd))
 	}
 	out := runBash(t, b, script.String(), nil)
 	parts := strings.Split(out, "\n"+cmdMarker+"\n")
