@@ -259,3 +259,257 @@ func countOf(list []string, s string) int {
 	}
 	return n
 }
+
+// tableColumn returns the first column's `names` of the rows of a Markdown
+// file's table whose header starts with header.
+func tableColumn(t *testing.T, file, header string) []string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(repoRoot, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	in := false
+	for line := range strings.SplitSeq(string(data), "\n") {
+		switch {
+		case strings.HasPrefix(line, "| "+header+" |"):
+			in = true
+		case in && strings.HasPrefix(line, "|---"):
+		case in && strings.HasPrefix(line, "| `"):
+			cell := strings.SplitN(line, "|", 3)[1]
+			for _, m := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(cell, -1) {
+				names = append(names, m[1])
+			}
+		default:
+			in = false
+		}
+	}
+	if len(names) == 0 {
+		t.Fatalf("%s: no table with the header %q", file, header)
+	}
+	return names
+}
+
+// TestMetricsReference: operations.md's metrics table lists exactly the
+// mcbridge_* metrics a live gateway exposes after a command, with their
+// types.
+func TestMetricsReference(t *testing.T) {
+	documented := tableColumn(t, "docs/operations.md", "metric")
+	g := startGateway(t, "")
+	// Series with command and result labels appear with the first command.
+	runBash(t, block{file: "docs/operations.md", lang: "sh"}, g.localize("printf 'version\\r\\nquit\\r\\n' | nc 127.0.0.1 11211 | grep -q VERSION"), nil)
+	out := runBash(t, block{file: "docs/operations.md", lang: "console"}, g.localize("curl -s http://127.0.0.1:9150/metrics"), nil)
+	exposed := map[string]string{}
+	for line := range strings.SplitSeq(out, "\n") {
+		if f := strings.Fields(line); len(f) == 4 && f[1] == "TYPE" && strings.HasPrefix(f[2], "mcbridge_") {
+			exposed[f[2]] = f[3]
+		}
+	}
+	if len(exposed) < 5 {
+		t.Fatalf("the gateway exposes only %v:\n%s", exposed, clip(out))
+	}
+	for name := range exposed {
+		if !slices.Contains(documented, name) {
+			t.Errorf("docs/operations.md does not document the metric %s (%s)", name, exposed[name])
+		}
+	}
+	for _, name := range documented {
+		if _, ok := exposed[name]; !ok {
+			t.Errorf("docs/operations.md documents the metric %s, which a gateway does not expose", name)
+		}
+	}
+	rows := metricTypes(t)
+	for name, typ := range exposed {
+		if doc, ok := rows[name]; ok && doc != typ {
+			t.Errorf("docs/operations.md: %s is a %s, documented as a %s", name, typ, doc)
+		}
+	}
+}
+
+// metricTypes reads the type column of operations.md's metrics table.
+func metricTypes(t *testing.T) map[string]string {
+	data, err := os.ReadFile(filepath.Join(repoRoot, "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := map[string]string{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `(mcbridge_[a-z_]+)` \\| ([a-z]+) \\|").FindAllStringSubmatch(string(data), -1) {
+		types[m[1]] = m[2]
+	}
+	return types
+}
+
+// TestAlertsReference: operations.md's alerts table lists exactly the
+// alerts of deploy/prometheus/alerts.yml.
+func TestAlertsReference(t *testing.T) {
+	documented := tableColumn(t, "docs/operations.md", "alert")
+	data, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "prometheus", "alerts.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert string `yaml:"alert"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(data, &rules); err != nil {
+		t.Fatal(err)
+	}
+	var shipped []string
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if r.Alert != "" {
+				shipped = append(shipped, r.Alert)
+			}
+		}
+	}
+	slices.Sort(shipped)
+	slices.Sort(documented)
+	if !slices.Equal(shipped, documented) {
+		t.Errorf("docs/operations.md's alerts %v, deploy/prometheus/alerts.yml's %v", documented, shipped)
+	}
+}
+
+// TestBinaryStatuses: protocol.md's binary statuses are the ones mcproto
+// sends.
+func TestBinaryStatuses(t *testing.T) {
+	documented := tableColumn(t, "docs/protocol.md", "status")
+	data, err := os.ReadFile(filepath.Join(repoRoot, "mcproto", "binary.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range documented {
+		if !regexp.MustCompile(`BinStatus\w+\s+BinStatus = ` + s + `\b`).Match(data) {
+			t.Errorf("docs/protocol.md documents the binary status %s, which mcproto does not define", s)
+		}
+	}
+}
+
+var mdLink = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+
+// TestLinks: every relative link of the docs reaches a file, and its
+// #anchor a heading of that file; nothing points outside the repository
+// for the project's own reference.
+func TestLinks(t *testing.T) {
+	for _, file := range docFiles(t) {
+		data, err := os.ReadFile(filepath.Join(repoRoot, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := string(data)
+		for _, bad := range []string{"SPEC.md", "/work/shared", "shared folder"} {
+			if strings.Contains(text, bad) {
+				t.Errorf("%s mentions %q: the repository carries its own reference", file, bad)
+			}
+		}
+		for _, m := range mdLink.FindAllStringSubmatch(text, -1) {
+			target := m[1]
+			if strings.Contains(target, "://") {
+				continue
+			}
+			path, anchor, _ := strings.Cut(target, "#")
+			full := filepath.Join(repoRoot, filepath.Dir(file), path)
+			if path == "" {
+				full = filepath.Join(repoRoot, file)
+			}
+			body, err := os.ReadFile(full)
+			if err != nil {
+				t.Errorf("%s: link %s: %v", file, target, err)
+				continue
+			}
+			if anchor != "" && !slices.Contains(anchors(string(body)), anchor) {
+				t.Errorf("%s: link %s: no heading with that anchor in %s", file, target, path)
+			}
+		}
+	}
+}
+
+// anchors are the GitHub anchors of a Markdown file's headings.
+func anchors(md string) []string {
+	var out []string
+	for line := range strings.SplitSeq(md, "\n") {
+		if !strings.HasPrefix(line, "#") {
+			continue
+		}
+		h := strings.ToLower(strings.TrimSpace(strings.TrimLeft(line, "#")))
+		var b strings.Builder
+		for _, r := range h {
+			switch {
+			case r == ' ':
+				b.WriteRune('-')
+			case r == '-' || r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9':
+				b.WriteRune(r)
+			}
+		}
+		out = append(out, b.String())
+	}
+	return out
+}
+
+// TestDocsTree: the README stays short and points into docs/, which has
+// the references the README promises.
+func TestDocsTree(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(data), "\n"); n > 250 {
+		t.Errorf("README.md has %d lines; keep it under 250 and move the rest to docs/", n)
+	}
+	for _, f := range []string{"protocol", "guarantees", "configuration", "clients", "migration", "operations", "development"} {
+		if !strings.Contains(string(data), "(docs/"+f+".md)") {
+			t.Errorf("README.md does not link docs/%s.md", f)
+		}
+	}
+}
+
+// TestExamplesRun: every file under examples/ is run by some test: the
+// clients/ tests (the programs), bridge's TestExampleConfigs (the configs,
+// by their folder), or a block of the docs.
+func TestExamplesRun(t *testing.T) {
+	var runners strings.Builder
+	for _, glob := range []string{"clients/*_test.go", "bridge/examples_test.go"} {
+		files, _ := filepath.Glob(filepath.Join(repoRoot, glob))
+		for _, f := range files {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			runners.Write(data)
+		}
+	}
+	for _, file := range docFiles(t) {
+		for _, b := range readBlocks(t, file) {
+			if b.lang == "console" || b.lang == "sh" {
+				runners.WriteString(b.text)
+			}
+			runners.WriteString(b.mark["config"] + "\n")
+		}
+	}
+	all := runners.String()
+	n := 0
+	err := filepath.WalkDir(filepath.Join(repoRoot, "examples"), func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		n++
+		rel, _ := filepath.Rel(repoRoot, path)
+		dir := filepath.Dir(rel)
+		switch {
+		case strings.Contains(all, rel):
+		case strings.HasSuffix(rel, ".go") && strings.Contains(all, dir): // go build ./examples/go/worker
+		case strings.HasSuffix(rel, ".yml") && strings.Contains(all, "../"+dir+"/*.yml"):
+		default:
+			t.Errorf("%s is run by no test: add it to clients/ or to a docs block", rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 10 {
+		t.Fatalf("found only %d files under examples/", n)
+	}
+}
