@@ -71,7 +71,7 @@ func runBlock(t *testing.T, b block, lastYAML *block) {
 		return
 	case "console", "memcache", "sh":
 	default:
-		t.Fatalf("%s: a %q block is neither run nor checked: give it a doctest mark (see docs/doc_test.go's package doc)", b, b.lang)
+		t.Fatalf("%s: a %q block is neither run nor checked: give it a doctest mark (see docs/main_test.go's package doc)", b, b.lang)
 	}
 	var g *gateway
 	if usesGateway(b) {

@@ -6,10 +6,13 @@
 //   - ```console blocks are shell transcripts: each "$ " line runs in bash
 //     (in one shell per block, from a scratch directory that links the
 //     repository's files) and what follows it, up to the next "$ ", is the
-//     output it must print (stdout and stderr together);
+//     output it must print (stdout and stderr together; a line "..." stands
+//     for any lines, "..." in a line for any text);
 //   - ```memcache blocks are protocol sessions: "> " lines (or "2> " for a
 //     second connection) are sent, with CR LF, and the lines after them are
-//     the replies that must come back;
+//     the replies that must come back ("2< " names the connection of a reply
+//     that comes after another connection's line); "..." in a reply stands
+//     for any text, and {name} for a word that a later sent line repeats;
 //   - ```sh blocks run in bash and must exit 0;
 //   - ```yaml blocks must load as an mcbridge config (mcbridge -check-config);
 //   - ```text blocks are not code (diagrams, formats) and are not run;
@@ -24,9 +27,10 @@
 //	excerpt=PATH     the block is an excerpt of that file (which its own tests
 //	                 run): its lines must appear there in that order, together
 //	make             a block of make commands: each target must be in the Makefile
-//	compose=PATH     a docker compose file that the block shows: it must be
-//	                 that file (no docker engine here; cmd/mcbridge's tests
-//	                 check its content)
+//	docker           docker commands (no docker engine here): each line is
+//	                 one, and the files they use exist (the compose file with
+//	                 its services, the Dockerfile, mounted repository files);
+//	                 cmd/mcbridge's tests check those files' content
 //	rabbitmq-conf    rabbitmq.conf lines: "key = value" with keys RabbitMQ has
 //
 // Blocks that talk to a gateway get a real mcbridge process (built from
