@@ -23,8 +23,9 @@ fail() {
 }
 
 # The memcache client libraries and tools that clients/ runs examples/ with
-# (ruby-dalli does not depend on ruby in Debian: ruby is listed on its own).
-client_pkgs="php-cli php-memcached php-memcache python3 python3-memcache python3-pymemcache ruby ruby-dalli libmemcached-tools"
+# (ruby-dalli does not depend on ruby in Debian: ruby is listed on its own),
+# and nc and curl, which the docs' transcripts use (docs/).
+client_pkgs="php-cli php-memcached php-memcache python3 python3-memcache python3-pymemcache ruby ruby-dalli libmemcached-tools netcat-openbsd curl"
 
 pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q ' installed$'; }
 
