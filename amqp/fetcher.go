@@ -135,9 +135,14 @@ const (
 	noConsumerFor = 5 * time.Second
 	// defaultPrefetch bounds what a wait consumer holds unclaimed.
 	defaultPrefetch = 8
-	// defaultHotPrefetch is the window of a consumer that serves gets of a
-	// busy classic queue. Reservations that clients hold count against it.
+	// defaultHotPrefetch is how far a consumer that serves gets of a busy
+	// classic queue fetches ahead: its window is this plus what clients
+	// hold of the queue when it starts (they count against the window),
+	// at most maxWindow. It is replaced by a new consumer when fewer than
+	// minRoom (or half its window) are left for fetching ahead.
 	defaultHotPrefetch = 128
+	maxWindow          = 4096
+	minRoom            = 32
 )
 
 // ErrQueueNotFound: the queue does not exist (any more); the broker closed
@@ -247,7 +252,6 @@ func (f *fetcher) get(ctx context.Context) (*Delivery, error) {
 	if hot && f.mayConsumeLocked(start) {
 		f.hotUntil = start.Add(idleAfter)
 	}
-	probed := false
 	seen := f.state
 	for {
 		if d := f.popLocked(); d != nil {
@@ -281,38 +285,12 @@ func (f *fetcher) get(ctx context.Context) (*Delivery, error) {
 		case f.state == stateIdle && f.rewinds == 0:
 			// Hot: the consumer is wanted; wait for it.
 			f.ensurePumpLocked()
-		case f.state == stateFlowing && !probed && now.Sub(start) >= missGrace && f.cons.hasRoom(f):
-			// Nothing came while the consumer had room: if nothing is
-			// ready either, all there is is on its way to us, or held.
-			probed = true
-			cs := f.cons
-			f.mu.Unlock()
-			n, err := f.readyCount()
-			if errors.Is(err, ErrQueueNotFound) {
-				return nil, err
-			}
-			if err == nil && n == 0 {
-				// What the broker pushed before it answered has reached
-				// us after a round trip on the consumer's channel; then
-				// the pump takes it (missGrace at most) or it is a miss.
-				f.consumerBarrier(cs)
-				start = time.Now().Add(missGrace - flowWait)
-			}
-			f.mu.Lock()
-			continue
-		case f.state == stateFlowing && !f.cons.hasRoom(f):
-			f.poke() // clogged: the pump starts a fresh consumer
+		case f.state == stateFlowing && f.rewinds == 0:
+			return f.flowGet(ctx)
 		}
-		// How long to wait for a change: the consumer's next delivery
-		// while it flows (probing for a miss after missGrace); the end of
-		// a start, stop or give-back, which an RPC timeout bounds.
-		until := start.Add(flowWait)
-		switch {
-		case f.state == stateFlowing && !probed && f.cons.hasRoom(f):
-			until = start.Add(missGrace)
-		case f.state != stateFlowing || f.rewinds > 0:
-			until = start.Add(f.c.opts.RPCTimeout)
-		}
+		// A consumer starts or stops, or a give-back runs: an RPC
+		// timeout bounds each.
+		until := start.Add(f.c.opts.RPCTimeout)
 		if !now.Before(until) {
 			f.mu.Unlock()
 			return nil, nil
@@ -323,6 +301,81 @@ func (f *fetcher) get(ctx context.Context) (*Delivery, error) {
 			return nil, ctx.Err()
 		}
 		f.mu.Lock()
+	}
+}
+
+// flowGet serves a get of a flowing queue: it waits in line (the oldest
+// get or wait is served first) for the consumer's next delivery, flowWait
+// at most. When nothing comes while the consumer has room, it asks the
+// broker whether anything is ready: if not, it is a miss at once (after
+// what the broker pushed before it answered has had missGrace to come in).
+// Called with mu held; returns with mu released.
+func (f *fetcher) flowGet(ctx context.Context) (*Delivery, error) {
+	w := &waiter{got: make(chan waitResult, 1)}
+	f.waiters = append(f.waiters, w)
+	cs := f.cons
+	room := cs.hasRoom(f)
+	if !room {
+		f.poke() // clogged: the pump starts a fresh consumer
+	}
+	f.mu.Unlock()
+	if !room {
+		return f.inLine(ctx, w, flowWait)
+	}
+	if d, served, err := f.served(ctx, w, missGrace); served {
+		return d, err
+	}
+	n, err := f.readyCount()
+	if errors.Is(err, ErrQueueNotFound) {
+		f.leaveLine(w)
+		return nil, err
+	}
+	if err == nil && n == 0 {
+		// What the broker pushed before it answered has reached the
+		// library after a round trip on the consumer's channel.
+		f.consumerBarrier(cs)
+		return f.inLine(ctx, w, missGrace)
+	}
+	return f.inLine(ctx, w, flowWait-missGrace)
+}
+
+// inLine waits up to d for w to be served, then leaves the line.
+func (f *fetcher) inLine(ctx context.Context, w *waiter, d time.Duration) (*Delivery, error) {
+	if got, served, err := f.served(ctx, w, d); served {
+		return got, err
+	}
+	return f.leaveLine(w), nil
+}
+
+// served waits up to d for w to be handed something; served is false when
+// nothing came. When ctx ends, w leaves the line, and what it was handed
+// meanwhile goes to the next in line.
+func (f *fetcher) served(ctx context.Context, w *waiter, d time.Duration) (*Delivery, bool, error) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case r := <-w.got:
+		return r.d, true, r.err
+	case <-t.C:
+		return nil, false, nil
+	case <-ctx.Done():
+		if got := f.leaveLine(w); got != nil {
+			f.unclaimed(got)
+		}
+		return nil, true, ctx.Err()
+	}
+}
+
+// leaveLine takes w out of line and returns what it was handed as it left.
+func (f *fetcher) leaveLine(w *waiter) *Delivery {
+	f.mu.Lock()
+	f.removeWaiterLocked(w)
+	f.mu.Unlock()
+	select {
+	case r := <-w.got:
+		return r.d
+	default:
+		return nil
 	}
 }
 
@@ -353,7 +406,7 @@ func (f *fetcher) consumerBarrier(cs *consumer) {
 // hasRoom reports whether the broker may still push deliveries to the
 // consumer: reservations that clients hold count against its window.
 func (cs *consumer) hasRoom(f *fetcher) bool {
-	return cs.heldLocked(f) < cs.window/2
+	return cs.window-cs.heldLocked(f) >= max(1, min(cs.window/2, minRoom))
 }
 
 // heldLocked counts the consumer's deliveries that clients hold. (Acks on
@@ -386,30 +439,7 @@ func (f *fetcher) wait(ctx context.Context, timeout time.Duration) (*Delivery, e
 	f.waiters = append(f.waiters, w)
 	f.ensurePumpLocked()
 	f.mu.Unlock()
-
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	var ctxErr error
-	select {
-	case r := <-w.got:
-		return r.d, r.err
-	case <-t.C:
-	case <-ctx.Done():
-		ctxErr = ctx.Err()
-	}
-	f.mu.Lock()
-	f.removeWaiterLocked(w)
-	f.mu.Unlock()
-	select {
-	case r := <-w.got:
-		// Handed over as we gave up.
-		if ctxErr == nil || r.d == nil {
-			return r.d, r.err
-		}
-		f.unclaimed(r.d)
-	default:
-	}
-	return nil, ctxErr
+	return f.inLine(ctx, w, timeout)
 }
 
 func (f *fetcher) removeWaiterLocked(w *waiter) {
@@ -669,10 +699,15 @@ func (f *fetcher) deliver(m amqp091.Delivery) {
 // starting.
 func (f *fetcher) startConsumer() {
 	f.mu.Lock()
+	// The window leaves room for what clients hold now: with hundreds of
+	// workers each holding a message, a fixed window would be full of
+	// their reservations, and the consumer would be replaced again and
+	// again.
 	window := f.c.opts.Prefetch
 	if time.Now().Before(f.hotUntil) {
 		window = f.c.opts.HotPrefetch
 	}
+	window = min(window+int(f.held.Load()), maxWindow)
 	f.mu.Unlock()
 	cs, err := f.subscribe(window)
 	f.mu.Lock()
