@@ -269,12 +269,12 @@ func (b *binaryConn) get(req *mcproto.BinaryRequest) {
 
 // set publishes, as text set.
 func (b *binaryConn) set(req *mcproto.BinaryRequest) {
-	b.srv.stats.cmdSet.Add(1)
 	key, ok := queueName(req.Key)
 	if !ok {
 		b.invalid(req)
 		return
 	}
+	b.srv.stats.cmdSet.Add(1)
 	if err := b.sess.store(b.srv.ctx, key, req.Flags, req.Exptime, req.Value); err != nil {
 		b.replyError(req, err)
 		return
@@ -326,12 +326,12 @@ func (b *binaryConn) onHeld(req *mcproto.BinaryRequest, ack func(queue string) b
 // reply carries the message's flags and reservation id, as memcached's
 // carries the item's flags and cas.
 func (b *binaryConn) touch(req *mcproto.BinaryRequest) {
-	b.srv.stats.cmdTouch.Add(1)
 	queue, ok := queueName(req.Key)
 	if !ok {
 		b.invalid(req)
 		return
 	}
+	b.srv.stats.cmdTouch.Add(1)
 	r := b.sess.heldOn(queue)
 	if r != nil && b.sess.touch(queue, req.Exptime) {
 		b.srv.stats.touchHits.Add(1)

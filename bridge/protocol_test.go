@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mcbridge/mcbridge/internal/testbroker"
+	"github.com/mcbridge/mcbridge/mcproto"
 )
 
 // TestReplies checks the exact bytes of every reply of a simple session.
@@ -298,4 +299,52 @@ func TestBinaryMagicOnlyOpensAConnection(t *testing.T) {
 	c.synced()
 	c.Do("\x80garbage\r\n", "ERROR\r\n")
 	c.synced()
+}
+
+// statsOf reads a text "stats" listing into a map.
+func statsOf(c *client) map[string]string {
+	c.T.Helper()
+	stats := map[string]string{}
+	c.Send("stats\r\n")
+	for l := c.Line(); l != "END"; l = c.Line() {
+		f := strings.SplitN(l, " ", 3)
+		if len(f) != 3 || f[0] != "STAT" {
+			c.T.Fatalf("bad stats line %q", l)
+		}
+		stats[f[1]] = f[2]
+	}
+	return stats
+}
+
+// TestRefusedKeysAreNotCounted: as in memcached, a command refused for its
+// key counts in no cmd_* stat, in any framing.
+func TestRefusedKeysAreNotCounted(t *testing.T) {
+	g := startGateway(t, nil)
+	q := testbroker.Name(t, "q")
+	c := g.dial()
+	for _, bad := range []string{"amq.x", q + "/open"} {
+		c.Do("set "+bad+" 0 0 1\r\na\r\n", "CLIENT_ERROR bad command line format\r\n")
+		c.Do("touch "+bad+" 10\r\n", "CLIENT_ERROR bad command line format\r\n")
+		c.Do("ms "+bad+" 1\r\na\r\n", "CLIENT_ERROR bad command line format\r\n")
+		c.Do("mg "+bad+" T10\r\n", "CLIENT_ERROR bad command line format\r\n")
+	}
+	c.Do("get amq.x\r\n", "CLIENT_ERROR bad command line format\r\n")
+	b := g.dial()
+	b.Do(bSet(mcproto.BinSet, 1, "amq.x", 0, "v"), bErr(mcproto.BinSet, mcproto.BinStatusInvalidArgs, 1, "Invalid arguments"))
+	b.Do(breq(mcproto.BinTouch, 2, 0, be32(10), "amq.x", ""), bErr(mcproto.BinTouch, mcproto.BinStatusInvalidArgs, 2, "Invalid arguments"))
+	b.Do(bGet(mcproto.BinGet, 3, "amq.x"), bErr(mcproto.BinGet, mcproto.BinStatusInvalidArgs, 3, "Invalid arguments"))
+	b.bsynced()
+
+	st := statsOf(c)
+	for _, name := range []string{"cmd_set", "cmd_touch", "cmd_get"} {
+		if st[name] != "0" {
+			t.Errorf("after refused keys only, stats %s = %q, want 0", name, st[name])
+		}
+	}
+	c.Do("set "+q+" 0 0 1\r\na\r\n", "STORED\r\n")
+	c.Do("touch "+q+" 10\r\n", "NOT_FOUND\r\n")
+	st = statsOf(c)
+	if st["cmd_set"] != "1" || st["cmd_touch"] != "1" {
+		t.Errorf("after one set and one touch, cmd_set = %q, cmd_touch = %q, want 1 and 1", st["cmd_set"], st["cmd_touch"])
+	}
 }

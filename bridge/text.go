@@ -142,12 +142,12 @@ func (c *conn) clientError(cmd *mcproto.Command) {
 }
 
 func (c *conn) set(cmd *mcproto.Command) {
-	c.srv.stats.cmdSet.Add(1)
 	key, ok := queueName(cmd.Keys[0])
 	if !ok {
 		c.clientError(cmd)
 		return
 	}
+	c.srv.stats.cmdSet.Add(1)
 	if err := c.sess.store(c.srv.ctx, key, cmd.Flags, cmd.Exptime, cmd.Data); err != nil {
 		c.replyError(cmd, err)
 		return
@@ -173,8 +173,7 @@ func (c *conn) delete(cmd *mcproto.Command) {
 
 func (c *conn) touch(cmd *mcproto.Command) {
 	st := &c.srv.stats
-	st.cmdTouch.Add(1)
-	c.onHeld(cmd, func(q string) bool { return c.sess.touch(q, cmd.Exptime) },
+	c.onHeld(cmd, func(q string) bool { st.cmdTouch.Add(1); return c.sess.touch(q, cmd.Exptime) },
 		&st.touchHits, &st.touchMisses, resultTouched, c.w.Touched)
 }
 
