@@ -1,17 +1,14 @@
 package bridge
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
-	"time"
 
 	"github.com/mcbridge/mcbridge/mcproto"
 )
 
 // binaryConn is the state of a connection that speaks the binary protocol
-// (its first byte was 0x80). Its commands run on the same session as text
-// ones: reserve, store, ack, ackID, touch.
+// (its first byte was 0x80). Its requests run the same session operations
+// as text commands, and their outcomes become binary statuses (reply).
 type binaryConn struct {
 	*conn
 	r *mcproto.BinaryReader
@@ -52,23 +49,20 @@ func (c *conn) binaryLoop() closeReason {
 // requestError answers a request the reader refused. done: the connection
 // ends, for that reason.
 func (b *binaryConn) requestError(req *mcproto.BinaryRequest, err error) (closeReason, bool) {
-	var status mcproto.BinStatus
-	var msg string
+	var o outcome
 	switch {
 	case errors.Is(err, mcproto.ErrTooLarge):
-		status, msg = mcproto.BinStatusTooLarge, mcproto.BinMsgTooLarge
-		b.count(req.Opcode, resultServerError)
+		o = outcome{kind: outTooLarge}
 	case errors.Is(err, mcproto.ErrBinaryInvalid), errors.Is(err, mcproto.ErrBinaryBodyTooLong):
-		status, msg = mcproto.BinStatusInvalidArgs, mcproto.BinMsgInvalidArgs
-		b.count(req.Opcode, resultClientError)
+		o = badRequest
 	case errors.Is(err, mcproto.ErrBadMagic):
 		b.srv.log.Debug("binary request with bad magic", "remote", b.nc.RemoteAddr().String(), "offset", b.r.Offset())
-		b.srv.metrics.commands.WithLabelValues("invalid", resultClientError).Inc()
+		b.srv.countAs(labelInvalid, tallyNone, outBadRequest)
 		return closeReadError, true
 	default:
 		return b.readFailure(err, closeReadTimeout), true
 	}
-	b.w.Status(req.Opcode, status, req.Opaque, msg)
+	b.reply(req, b.srv.count(binaryLabel(req.Opcode), tallyNone, o))
 	if errors.Is(err, mcproto.ErrBinaryBodyTooLong) {
 		b.srv.log.Debug("binary request body too long", "remote", b.nc.RemoteAddr().String(), "opcode", req.Opcode.String())
 		_ = b.flush()
@@ -77,13 +71,8 @@ func (b *binaryConn) requestError(req *mcproto.BinaryRequest, err error) (closeR
 	return 0, false
 }
 
-// count feeds mcbridge_commands_total under the text protocol's command
-// word, so that a dashboard sums every framing of one operation.
-func (b *binaryConn) count(op mcproto.BinOpcode, result string) {
-	b.srv.metrics.commands.WithLabelValues(binaryLabel(op).String(), result).Inc()
-}
-
-// binaryLabel maps an opcode to the text command it does.
+// binaryLabel maps an opcode to the text command it does: its label in
+// mcbridge_commands_total.
 func binaryLabel(op mcproto.BinOpcode) mcproto.Op {
 	switch op {
 	case mcproto.BinGet, mcproto.BinGetQ, mcproto.BinGetK, mcproto.BinGetKQ:
@@ -127,137 +116,115 @@ func binaryLabel(op mcproto.BinOpcode) mcproto.Op {
 // dispatch runs one request. It reports whether the client quit.
 func (b *binaryConn) dispatch(req *mcproto.BinaryRequest) (quit bool) {
 	op := req.Opcode
+	label := binaryLabel(op)
 	switch op {
-	case mcproto.BinGet, mcproto.BinGetQ, mcproto.BinGetK, mcproto.BinGetKQ,
-		mcproto.BinGAT, mcproto.BinGATQ, mcproto.BinGATK, mcproto.BinGATKQ:
-		b.get(req)
+	case mcproto.BinGet, mcproto.BinGetQ, mcproto.BinGetK, mcproto.BinGetKQ:
+		b.get(req, leaseAsk{})
+	case mcproto.BinGAT, mcproto.BinGATQ, mcproto.BinGATK, mcproto.BinGATKQ:
+		// The binary exptime is unsigned, so it never asks for a peek, but
+		// a unix time in the past does.
+		b.get(req, leaseFromExptime(req.Exptime))
 	case mcproto.BinSet, mcproto.BinSetQ:
 		if req.Cas != 0 {
-			b.casAck(req)
+			// Like text cas: ack the reservation with that id from any
+			// connection; the value is ignored.
+			b.reply(req, b.sess.ackByID(label, req.Key, req.Cas, stored))
 		} else {
-			b.set(req)
+			b.reply(req, b.sess.set(label, req.Key, req.Flags, req.Exptime, req.Value))
 		}
 	case mcproto.BinDelete, mcproto.BinDeleteQ:
-		b.delete(req)
+		if req.Cas != 0 {
+			b.reply(req, b.sess.ackByID(label, req.Key, req.Cas, deleted))
+		} else {
+			b.reply(req, b.sess.delete(label, req.Key))
+		}
 	case mcproto.BinTouch:
-		b.touch(req)
+		// Its reply carries the message's flags and reservation id, as
+		// memcached's carries the item's flags and cas.
+		it, o := b.sess.touch(label, req.Key, req.Exptime)
+		if o.kind == outTouched {
+			b.w.Item(op, req.Opaque, it.cas, it.flags, nil, nil)
+		} else {
+			b.reply(req, o)
+		}
 	case mcproto.BinNoop:
-		b.count(op, resultOK)
-		b.w.Status(op, mcproto.BinStatusOK, req.Opaque, "")
+		b.reply(req, b.srv.count(label, tallyNone, served))
 		// The client waits for this reply to learn that the quiet requests
 		// before it are done: never hold it behind a later slow request.
 		_ = b.flush()
 	case mcproto.BinVersion:
-		b.count(op, resultOK)
+		b.srv.count(label, tallyNone, served)
 		b.w.Status(op, mcproto.BinStatusOK, req.Opaque, Version)
 	case mcproto.BinVerbosity:
-		b.count(op, resultOK)
-		b.w.Status(op, mcproto.BinStatusOK, req.Opaque, "")
+		b.reply(req, b.srv.count(label, tallyNone, served))
 	case mcproto.BinStat:
 		b.stat(req)
 	case mcproto.BinFlush, mcproto.BinFlushQ:
 		b.srv.logFlushAll(b.nc.RemoteAddr())
-		b.count(op, resultOK)
-		b.ok(req)
-	case mcproto.BinQuit:
-		b.count(op, resultOK)
-		b.w.Status(op, mcproto.BinStatusOK, req.Opaque, "")
-		return true
-	case mcproto.BinQuitQ:
-		b.count(op, resultOK)
+		b.reply(req, b.srv.count(label, tallyNone, served))
+	case mcproto.BinQuit, mcproto.BinQuitQ:
+		b.reply(req, b.srv.count(label, tallyNone, served))
 		return true
 	default:
 		if op.Known() {
 			// add, replace, append, prepend, incr, decr, SASL: meaningless
 			// on a queue (the text protocol's CLIENT_ERROR ... not supported).
-			b.count(op, resultClientError)
-			b.w.Status(op, mcproto.BinStatusNotSupported, req.Opaque, mcproto.BinMsgNotSupported)
-			return false
+			b.reply(req, b.srv.count(label, tallyNone, notSupported))
+		} else {
+			b.reply(req, b.srv.count(label, tallyNone, unknownCmd))
 		}
-		b.count(op, resultError)
-		b.w.Status(op, mcproto.BinStatusUnknownCommand, req.Opaque, mcproto.BinMsgUnknownCommand)
 	}
 	return false
 }
 
-// ok answers success, unless the opcode is quiet.
-func (b *binaryConn) ok(req *mcproto.BinaryRequest) {
-	if !req.Opcode.Quiet() {
-		b.w.Status(req.Opcode, mcproto.BinStatusOK, req.Opaque, "")
+// reply spells an outcome as a binary status. Quiet opcodes leave out
+// successes and the get family's misses; errors are always sent. Hits are
+// spelled by get and touch.
+func (b *binaryConn) reply(req *mcproto.BinaryRequest, o outcome) {
+	op := req.Opcode
+	status, msg := mcproto.BinStatusOK, ""
+	switch o.kind {
+	case outStored, outDeleted, outTouched, outOK:
+		if op.Quiet() {
+			return
+		}
+	case outMiss:
+		switch {
+		case op.Quiet():
+			return
+		case op == mcproto.BinGetK || op == mcproto.BinGATK:
+			// memcached returns the key, not a message, on getk's miss.
+			b.w.KeyStatus(op, mcproto.BinStatusKeyNotFound, req.Opaque, req.Key)
+			return
+		}
+		status, msg = mcproto.BinStatusKeyNotFound, mcproto.BinMsgNotFound
+	case outNotFound:
+		status, msg = mcproto.BinStatusKeyNotFound, mcproto.BinMsgNotFound
+	case outNotStored:
+		status, msg = mcproto.BinStatusNotStored, mcproto.BinMsgNotStored
+	case outUnknownCommand:
+		status, msg = mcproto.BinStatusUnknownCommand, mcproto.BinMsgUnknownCommand
+	case outBadRequest:
+		status, msg = mcproto.BinStatusInvalidArgs, mcproto.BinMsgInvalidArgs
+	case outNotSupported:
+		status, msg = mcproto.BinStatusNotSupported, mcproto.BinMsgNotSupported
+	case outTooLarge:
+		status, msg = mcproto.BinStatusTooLarge, mcproto.BinMsgTooLarge
+	case outServerError:
+		status, msg = mcproto.BinStatusInternalError, o.msg
 	}
-}
-
-// notFound answers a miss or a missing reservation; errors are sent even
-// for quiet opcodes, except the get family's misses.
-func (b *binaryConn) notFound(req *mcproto.BinaryRequest) {
-	b.w.Status(req.Opcode, mcproto.BinStatusKeyNotFound, req.Opaque, mcproto.BinMsgNotFound)
-}
-
-func (b *binaryConn) invalid(req *mcproto.BinaryRequest) {
-	b.count(req.Opcode, resultClientError)
-	b.w.Status(req.Opcode, mcproto.BinStatusInvalidArgs, req.Opaque, mcproto.BinMsgInvalidArgs)
-}
-
-// replyError answers a failed session operation: not stored, or the
-// broker's trouble with its reason as the body.
-func (b *binaryConn) replyError(req *mcproto.BinaryRequest, err error) {
-	var se *serverError
-	switch {
-	case errors.Is(err, errNotStored):
-		b.count(req.Opcode, resultNotStored)
-		b.w.Status(req.Opcode, mcproto.BinStatusNotStored, req.Opaque, mcproto.BinMsgNotStored)
-	case errors.As(err, &se):
-		b.count(req.Opcode, resultServerError)
-		b.w.Status(req.Opcode, mcproto.BinStatusInternalError, req.Opaque, se.msg)
-	default:
-		b.count(req.Opcode, resultServerError)
-		b.w.Status(req.Opcode, mcproto.BinStatusInternalError, req.Opaque, "internal error")
-	}
+	b.w.Status(op, status, req.Opaque, msg)
 }
 
 // get serves get/getq/getk/getkq and gat/gatq/gatk/gatkq: one key, kestrel
 // options allowed, as one key of a text get.
-func (b *binaryConn) get(req *mcproto.BinaryRequest) {
+func (b *binaryConn) get(req *mcproto.BinaryRequest, lease leaseAsk) {
 	op := req.Opcode
-	q, opts, ok := splitRetrievalKey(req.Key)
-	if !ok {
-		b.invalid(req)
+	it, o := b.sess.get(binaryLabel(op), req.Key, lease)
+	if o.kind != outHit {
+		b.reply(req, o)
 		return
 	}
-	var lease time.Duration
-	var leaseSet bool
-	switch op {
-	case mcproto.BinGAT, mcproto.BinGATQ, mcproto.BinGATK, mcproto.BinGATKQ:
-		// The binary exptime is unsigned, so it never asks for a peek, but
-		// a unix time in the past does.
-		var requeue bool
-		lease, requeue = leaseFor(req.Exptime, 0, time.Now())
-		leaseSet = req.Exptime != 0
-		if requeue && !opts.Any() {
-			opts.Peek = true
-		}
-	}
-	b.srv.stats.cmdGet.Add(1)
-	it, err := b.retrieveOne(retrievalKey{key: req.Key, queue: string(q), opts: opts}, lease, leaseSet)
-	if err != nil {
-		b.replyError(req, err)
-		return
-	}
-	if it == nil {
-		b.srv.stats.getMisses.Add(1)
-		b.count(op, resultMiss)
-		switch op {
-		case mcproto.BinGetQ, mcproto.BinGetKQ, mcproto.BinGATQ, mcproto.BinGATKQ:
-		case mcproto.BinGetK, mcproto.BinGATK:
-			// memcached returns the key, not a message, on getk's miss.
-			b.w.KeyStatus(op, mcproto.BinStatusKeyNotFound, req.Opaque, req.Key)
-		default:
-			b.notFound(req)
-		}
-		return
-	}
-	b.srv.stats.getHits.Add(1)
-	b.count(op, resultHit)
 	var key []byte
 	switch op {
 	case mcproto.BinGetK, mcproto.BinGetKQ, mcproto.BinGATK, mcproto.BinGATKQ:
@@ -267,116 +234,23 @@ func (b *binaryConn) get(req *mcproto.BinaryRequest) {
 	b.ackAfterWrite(it)
 }
 
-// set publishes, as text set.
-func (b *binaryConn) set(req *mcproto.BinaryRequest) {
-	key, ok := queueName(req.Key)
-	if !ok {
-		b.invalid(req)
-		return
-	}
-	b.srv.stats.cmdSet.Add(1)
-	if err := b.sess.store(b.srv.ctx, key, req.Flags, req.Exptime, req.Value); err != nil {
-		b.replyError(req, err)
-		return
-	}
-	b.count(req.Opcode, resultStored)
-	b.ok(req)
-}
-
-// casAck is a set with a cas: like text cas, it acks the reservation with
-// that id from any connection, and the value is ignored.
-func (b *binaryConn) casAck(req *mcproto.BinaryRequest) {
-	b.ackByID(req, resultStored)
-}
-
-func (b *binaryConn) ackByID(req *mcproto.BinaryRequest, hit string) {
-	b.onHeld(req, func(q string) bool { return b.sess.ackID(q, req.Cas) }, hit)
-}
-
-// delete acks: with a cas, the reservation with that id from any
-// connection; without, this connection's reservation on the queue.
-func (b *binaryConn) delete(req *mcproto.BinaryRequest) {
-	if req.Cas != 0 {
-		b.ackByID(req, resultDeleted)
-		return
-	}
-	b.onHeld(req, b.sess.ack, resultDeleted)
-}
-
-// onHeld runs an ack on the queue the request names and answers success or
-// a miss, counting it as a delete.
-func (b *binaryConn) onHeld(req *mcproto.BinaryRequest, ack func(queue string) bool, hit string) {
-	queue, ok := queueName(req.Key)
-	if !ok {
-		b.invalid(req)
-		return
-	}
-	if ack(queue) {
-		b.srv.stats.deleteHits.Add(1)
-		b.count(req.Opcode, hit)
-		b.ok(req)
-		return
-	}
-	b.srv.stats.deleteMisses.Add(1)
-	b.count(req.Opcode, resultNotFound)
-	b.notFound(req)
-}
-
-// touch sets the lease of this connection's reservation on the queue. Its
-// reply carries the message's flags and reservation id, as memcached's
-// carries the item's flags and cas.
-func (b *binaryConn) touch(req *mcproto.BinaryRequest) {
-	queue, ok := queueName(req.Key)
-	if !ok {
-		b.invalid(req)
-		return
-	}
-	b.srv.stats.cmdTouch.Add(1)
-	r := b.sess.heldOn(queue)
-	if r != nil && b.sess.touch(queue, req.Exptime) {
-		b.srv.stats.touchHits.Add(1)
-		b.count(req.Opcode, resultTouched)
-		b.w.Item(req.Opcode, req.Opaque, r.id, r.flags, nil, nil)
-		return
-	}
-	b.srv.stats.touchMisses.Add(1)
-	b.count(req.Opcode, resultNotFound)
-	b.notFound(req)
-}
-
-// stat sends the text protocol's stats listing (same groups, same names) as
-// binary entries. An unknown group is a miss, as in memcached.
+// stat sends a stats listing (the text protocol's groups and names) as
+// binary entries, then the empty entry that ends it. An unknown group is
+// a miss, as in memcached.
 func (b *binaryConn) stat(req *mcproto.BinaryRequest) {
-	cmd := &mcproto.Command{Op: mcproto.OpStats}
+	var args [][]byte
 	if len(req.Key) > 0 {
-		cmd.Args = [][]byte{req.Key}
+		args = [][]byte{req.Key}
 	}
-	// Render with the text code into a buffer, then reframe each line.
-	var buf bytes.Buffer
-	text := b.conn.w
-	b.conn.w = mcproto.NewWriter(bufio.NewWriter(&buf))
-	b.stats(cmd)
-	_ = b.conn.w.Flush()
-	b.conn.w = text
-
-	out := buf.Bytes()
-	for len(out) > 0 {
-		line := out
-		if i := bytes.Index(out, []byte("\r\n")); i >= 0 {
-			line, out = out[:i], out[i+2:]
-		} else {
-			out = nil
-		}
-		rest, ok := bytes.CutPrefix(line, []byte("STAT "))
-		if !ok {
-			if string(line) != "END" {
-				b.notFound(req)
-				return
-			}
-			continue
-		}
-		name, value, _ := bytes.Cut(rest, []byte(" "))
-		b.w.Stat(req.Opaque, name, value)
+	list, known := b.srv.statsListing(args)
+	if !known {
+		b.srv.count(mcproto.OpStats, tallyNone, unknownCmd)
+		b.reply(req, notFound)
+		return
+	}
+	b.srv.count(mcproto.OpStats, tallyNone, served)
+	for _, st := range list {
+		b.w.Stat(req.Opaque, []byte(st.name), []byte(st.value))
 	}
 	b.w.Stat(req.Opaque, nil, nil)
 }

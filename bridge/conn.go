@@ -89,11 +89,11 @@ type conn struct {
 func newConn(srv *Server, nc net.Conn) *conn {
 	counted := &countingConn{Conn: nc, srv: srv, writeTimeout: writeTimeout(srv.cfg.Limits.ReadTimeout)}
 	c := &conn{
-		srv:  srv,
-		nc:   nc,
-		bw:   bufio.NewWriterSize(counted, writeBufferSize),
-		sess: newSession(srv),
+		srv: srv,
+		nc:  nc,
+		bw:  bufio.NewWriterSize(counted, writeBufferSize),
 	}
+	c.sess = newSession(srv, c)
 	c.br = bufio.NewReaderSize(&flushingReader{c: c, r: counted}, readBufferSize)
 	c.p = mcproto.NewParser(c.br, int(srv.cfg.Limits.MaxItemSize))
 	c.w = mcproto.NewWriter(c.bw)
@@ -179,11 +179,11 @@ func (c *conn) loop() closeReason {
 			if cmd != nil && cmd.Noreply {
 				// memcached stays silent on noreply commands even when
 				// they fail; clients such as pymemcache rely on it.
-				c.srv.metrics.commands.WithLabelValues(cmd.Op.String(), resultFor(err)).Inc()
+				c.srv.count(cmd.Op, tallyNone, outcome{kind: readOutcome(err)})
 				continue
 			}
 			if c.w.ErrorReply(err) {
-				c.srv.metrics.commands.WithLabelValues("invalid", resultFor(err)).Inc()
+				c.srv.countAs(labelInvalid, tallyNone, readOutcome(err))
 				if errors.Is(err, mcproto.ErrLineTooLong) {
 					c.srv.log.Debug("line too long", "remote", c.nc.RemoteAddr().String())
 					_ = c.flush()
@@ -205,16 +205,9 @@ func (c *conn) loop() closeReason {
 	}
 }
 
-func resultFor(err error) string {
-	switch {
-	case errors.Is(err, mcproto.ErrUnknownCommand):
-		return resultError
-	case errors.Is(err, mcproto.ErrTooLarge):
-		return resultServerError
-	default:
-		return resultClientError
-	}
-}
+// labelInvalid is the command label of a line or request that could not be
+// read as a command.
+const labelInvalid = "invalid"
 
 func (c *conn) readFailure(err error, timeoutReason closeReason) closeReason {
 	if c.draining.Load() {

@@ -1,9 +1,7 @@
 package bridge
 
 import (
-	"errors"
 	"strings"
-	"time"
 
 	"github.com/mcbridge/mcbridge/mcproto"
 )
@@ -28,16 +26,13 @@ const (
 	metaPlainFlags = "kO"     // EN, NF, NS, and HD of md
 )
 
-// metaItem is what an mg reply can tell about a message.
-type metaItem struct {
-	cas   uint64
-	flags uint32
-	size  int
-}
-
 // metaFlags writes the return flags that the client asked for and that
-// reply allows, in the client's order.
-func (c *conn) metaFlags(m *mcproto.MetaFlags, allowed string, it metaItem) {
+// reply allows, in the client's order. it is the message the reply tells
+// of (nil: none, and c is 0).
+func (c *conn) metaFlags(m *mcproto.MetaFlags, allowed string, it *item) {
+	if it == nil {
+		it = &item{}
+	}
 	for _, t := range m.Tokens {
 		f := t[0]
 		if strings.IndexByte(allowed, f) < 0 {
@@ -49,7 +44,7 @@ func (c *conn) metaFlags(m *mcproto.MetaFlags, allowed string, it metaItem) {
 		case 'f':
 			c.w.MetaFlagUint('f', uint64(it.flags))
 		case 's':
-			c.w.MetaFlagUint('s', uint64(it.size))
+			c.w.MetaFlagUint('s', uint64(len(it.body)))
 		case 't':
 			// A queue message has no cache TTL to report.
 			c.w.MetaFlagInt('t', -1)
@@ -64,166 +59,92 @@ func (c *conn) metaFlags(m *mcproto.MetaFlags, allowed string, it metaItem) {
 	}
 }
 
-// metaReply writes "<code> <flags>\r\n".
-func (c *conn) metaReply(cmd *mcproto.Command, code, allowed string, it metaItem) {
-	c.w.MetaCode(code)
-	c.metaFlags(&cmd.Meta, allowed, it)
-	c.w.MetaEnd()
-}
-
-// metaGet serves mg. Only mg with v reserves.
+// metaGet serves mg: with v a reservation, as one key of a get (T sets
+// the lease, as gat); without v a touch (T) or the question whether this
+// connection holds a reservation on the key.
 func (c *conn) metaGet(cmd *mcproto.Command) {
 	m := &cmd.Meta
-	if m.Value {
-		c.metaReserve(cmd)
-		return
-	}
-	queue, ok := queueName(cmd.Keys[0])
-	if !ok {
-		c.clientError(cmd)
-		return
-	}
-	r := c.sess.heldOn(queue)
-	var held bool
-	if m.HasTTL {
+	switch {
+	case m.Value:
+		var lease leaseAsk
+		if m.HasTTL {
+			lease = leaseFromExptime(cmd.Exptime)
+		}
+		it, o := c.sess.get(cmd.Op, cmd.Keys[0], lease)
+		if o.kind != outHit {
+			c.metaReply(cmd, o, nil)
+			return
+		}
+		c.w.MetaValue(len(it.body))
+		c.metaFlags(m, metaItemFlags, it)
+		c.w.MetaEnd()
+		c.w.MetaData(it.body)
+		c.ackAfterWrite(it)
+	case m.HasTTL:
 		// dalli's touch: mg <key> T<ttl>.
-		c.srv.stats.cmdTouch.Add(1)
-		held = r != nil && c.sess.touch(queue, cmd.Exptime)
-		if held {
-			c.srv.stats.touchHits.Add(1)
-			c.count(cmd, resultTouched)
-		} else {
-			c.srv.stats.touchMisses.Add(1)
-			c.count(cmd, resultNotFound)
-		}
-	} else {
-		held = r != nil && !r.ended.Load()
-		if held {
-			c.count(cmd, resultHit)
-		} else {
-			c.count(cmd, resultMiss)
-		}
+		it, o := c.sess.touch(cmd.Op, cmd.Keys[0], cmd.Exptime)
+		c.metaReply(cmd, o, it)
+	default:
+		it, o := c.sess.holds(cmd.Op, cmd.Keys[0])
+		c.metaReply(cmd, o, it)
 	}
-	if m.Quiet {
-		return
-	}
-	if !held {
-		c.metaReply(cmd, mcproto.MetaMiss, metaPlainFlags, metaItem{})
-		return
-	}
-	c.metaReply(cmd, mcproto.MetaHit, metaItemFlags, metaItem{cas: r.id, flags: r.flags, size: len(r.body)})
-}
-
-// metaReserve is mg with v: one key of a get (kestrel options allowed),
-// with T as gat's lease.
-func (c *conn) metaReserve(cmd *mcproto.Command) {
-	m := &cmd.Meta
-	q, opts, ok := splitRetrievalKey(cmd.Keys[0])
-	if !ok {
-		c.clientError(cmd)
-		return
-	}
-	var lease time.Duration
-	var leaseSet bool
-	if m.HasTTL {
-		var requeue bool
-		lease, requeue = leaseFor(cmd.Exptime, 0, time.Now())
-		leaseSet = cmd.Exptime != 0
-		if requeue && !opts.Any() {
-			// A lease over before it starts: hand it out and put it back.
-			opts.Peek = true
-		}
-	}
-	c.srv.stats.cmdGet.Add(1)
-	it, err := c.retrieveOne(retrievalKey{key: cmd.Keys[0], queue: string(q), opts: opts}, lease, leaseSet)
-	if err != nil {
-		c.replyError(cmd, err)
-		return
-	}
-	if it == nil {
-		c.srv.stats.getMisses.Add(1)
-		c.count(cmd, resultMiss)
-		if !m.Quiet {
-			c.metaReply(cmd, mcproto.MetaMiss, metaPlainFlags, metaItem{})
-		}
-		return
-	}
-	c.srv.stats.getHits.Add(1)
-	c.count(cmd, resultHit)
-	c.w.MetaValue(len(it.body))
-	c.metaFlags(m, metaItemFlags, metaItem{cas: it.cas, flags: it.flags, size: len(it.body)})
-	c.w.MetaEnd()
-	c.w.MetaData(it.body)
-	c.ackAfterWrite(it)
 }
 
 // metaSet serves ms: a publish, whatever the mode (a queue has no add,
 // replace, append or prepend); with C<id>, an ack by id as text cas.
 func (c *conn) metaSet(cmd *mcproto.Command) {
-	m := &cmd.Meta
-	queue, ok := queueName(cmd.Keys[0])
-	if !ok {
-		c.clientError(cmd)
+	if cmd.Meta.HasCas {
+		c.metaReply(cmd, c.sess.ackByID(cmd.Op, cmd.Keys[0], cmd.Cas, stored), nil)
 		return
 	}
-	if m.HasCas {
-		c.metaAckID(cmd, queue, resultStored)
-		return
-	}
-	c.srv.stats.cmdSet.Add(1)
-	err := c.sess.store(c.srv.ctx, queue, cmd.Flags, cmd.Exptime, cmd.Data)
-	switch {
-	case err == nil:
-		c.count(cmd, resultStored)
-		if !m.Quiet {
-			c.metaReply(cmd, mcproto.MetaHit, metaStoreFlags, metaItem{})
-		}
-	case errors.Is(err, errNotStored):
-		c.count(cmd, resultNotStored)
-		c.metaReply(cmd, mcproto.MetaNotStored, metaPlainFlags, metaItem{})
-	default:
-		c.replyError(cmd, err)
-	}
+	c.metaReply(cmd, c.sess.set(cmd.Op, cmd.Keys[0], cmd.Flags, cmd.Exptime, cmd.Data), nil)
 }
 
 // metaDelete serves md: ack this connection's reservation on the queue, or
 // with C<id> the reservation with that id from any connection.
 func (c *conn) metaDelete(cmd *mcproto.Command) {
-	queue, ok := queueName(cmd.Keys[0])
-	if !ok {
-		c.clientError(cmd)
-		return
-	}
 	if cmd.Meta.HasCas {
-		c.metaAckID(cmd, queue, resultDeleted)
+		c.metaReply(cmd, c.sess.ackByID(cmd.Op, cmd.Keys[0], cmd.Cas, deleted), nil)
 		return
 	}
-	c.metaAcked(cmd, c.sess.ack(queue), resultDeleted)
+	c.metaReply(cmd, c.sess.delete(cmd.Op, cmd.Keys[0]), nil)
 }
 
-func (c *conn) metaAckID(cmd *mcproto.Command, queue, hit string) {
-	c.metaAcked(cmd, c.sess.ackID(queue, cmd.Cas), hit)
-}
-
-// metaAcked answers an ack: HD (hidden by q), or NF (never hidden, as in
-// memcached).
-func (c *conn) metaAcked(cmd *mcproto.Command, acked bool, hit string) {
-	if acked {
-		c.srv.stats.deleteHits.Add(1)
-		c.count(cmd, hit)
-		if !cmd.Meta.Quiet {
-			c.metaReply(cmd, mcproto.MetaHit, metaPlainFlags, metaItem{})
+// metaReply spells an outcome as "<code> <flags>\r\n". q hides the
+// successes (HD) and mg's misses (EN), never NS or NF; errors are spelled
+// as in the text protocol. it is the message an mg reply tells of.
+func (c *conn) metaReply(cmd *mcproto.Command, o outcome, it *item) {
+	m := &cmd.Meta
+	switch o.kind {
+	case outHit, outTouched, outStored, outDeleted:
+		if m.Quiet {
+			return
 		}
-		return
+		allowed := metaPlainFlags
+		switch {
+		case it != nil:
+			allowed = metaItemFlags
+		case cmd.Op == mcproto.OpMetaSet && !m.HasCas:
+			allowed = metaStoreFlags
+		}
+		c.writeMeta(m, mcproto.MetaHit, allowed, it)
+	case outMiss, outNotFound:
+		switch {
+		case cmd.Op != mcproto.OpMetaGet:
+			c.writeMeta(m, mcproto.MetaNotFound, metaPlainFlags, nil)
+		case !m.Quiet:
+			c.writeMeta(m, mcproto.MetaMiss, metaPlainFlags, nil)
+		}
+	case outNotStored:
+		c.writeMeta(m, mcproto.MetaNotStored, metaPlainFlags, nil)
+	default:
+		c.reply(cmd, o)
 	}
-	c.srv.stats.deleteMisses.Add(1)
-	c.count(cmd, resultNotFound)
-	c.metaReply(cmd, mcproto.MetaNotFound, metaPlainFlags, metaItem{})
 }
 
-// metaNoop serves mn: clients send it after quiet commands to learn that
-// they are done.
-func (c *conn) metaNoop(cmd *mcproto.Command) {
-	c.count(cmd, resultOK)
-	c.w.MetaNoop()
+// writeMeta writes "<code> <flags>\r\n".
+func (c *conn) writeMeta(m *mcproto.MetaFlags, code, allowed string, it *item) {
+	c.w.MetaCode(code)
+	c.metaFlags(m, allowed, it)
+	c.w.MetaEnd()
 }

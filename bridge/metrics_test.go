@@ -22,7 +22,7 @@ func TestMetricsLint(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	obs := NewObserver(reg)
 	obs.metrics.configure(config.Default())
-	obs.metrics.commands.WithLabelValues("get", resultHit).Inc()
+	obs.metrics.commands.WithLabelValues("get", outHit.String()).Inc()
 	fams, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

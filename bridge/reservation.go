@@ -29,11 +29,67 @@ type reservation struct {
 // end claims the reservation for the one caller that settles it.
 func (r *reservation) end() bool { return r.ended.CompareAndSwap(false, true) }
 
+// describe is what a reply may tell of the reservation: its id (the cas),
+// flags and body.
+func (r *reservation) describe() *item {
+	return &item{flags: r.flags, body: r.body, cas: r.id}
+}
+
 // capLease shortens lease so that the reservation ends before the broker's
 // consumer_timeout, which counts from the delivery, not from now: past it
 // the broker closes the whole channel, dropping every reservation on it.
 func (r *reservation) capLease(lease time.Duration, now time.Time) time.Duration {
 	return min(lease, r.delivery.DeliveredAt.Add(r.owner.srv.cfg.AMQP.LeaseCap()).Sub(now))
+}
+
+// settle modes.
+const (
+	settleAck     = iota // basic.ack
+	settleRequeue        // basic.reject(requeue)
+	settleDrop           // nothing to send: the channel is gone
+)
+
+// settle ends a reservation that the caller won with r.end(). It reports
+// whether the broker was told (for an ack: whether DELETED is true).
+//
+// A requeue is back in the queue before the reservation leaves its
+// connection: until then a get of the queue on that connection is a miss,
+// and after it the get returns the message given back.
+func (s *Server) settle(r *reservation, mode int, reason string) bool {
+	r.timer.Stop()
+	told := false
+	switch mode {
+	case settleAck:
+		if err := r.delivery.Ack(); err != nil {
+			s.log.Debug("ack of stale reservation not sent", "queue", r.queue.name, "err", err)
+		} else {
+			r.queue.acked.Add(1)
+			told = true
+		}
+	case settleRequeue:
+		// An error means stale: the broker requeued it already when the
+		// channel died.
+		requeue := r.delivery.Requeue
+		if reason == reasonShutdown {
+			requeue = r.delivery.RequeueNow
+		}
+		if told = requeue() == nil; told {
+			s.metrics.requeued.WithLabelValues(r.queue.label, reason).Inc()
+		}
+	}
+	s.registry.remove(r)
+	r.owner.forget(r)
+	r.queue.open.Add(-1)
+	s.metrics.reservationsOpen.WithLabelValues(r.queue.label).Dec()
+	return told
+}
+
+// expire is the lease timer's end.
+func (s *Server) expire(r *reservation) {
+	if r.end() {
+		s.log.Debug("reservation lease ended; requeued", "queue", r.queue.name, "id", r.id)
+		s.settle(r, settleRequeue, reasonTimeout)
+	}
 }
 
 // idSource hands out reservation ids (the cas unique of gets). A random

@@ -13,8 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/mcbridge/mcbridge/amqp"
 	"github.com/mcbridge/mcbridge/config"
 )
@@ -79,102 +77,6 @@ func New(cfg *config.Config, broker *amqp.Client, obs *Observer, opts Options) *
 	obs.metrics.configure(cfg)
 	obs.srv.Store(s)
 	return s
-}
-
-// Observer receives broker events for a Server. It exists before the
-// server because the broker client needs it at construction.
-type Observer struct {
-	metrics *metrics
-	srv     atomic.Pointer[Server]
-}
-
-// NewObserver registers the gateway's metrics on reg (nil: unregistered).
-func NewObserver(reg prometheus.Registerer) *Observer {
-	return &Observer{metrics: newMetrics(reg)}
-}
-
-var _ amqp.Observer = (*Observer)(nil)
-
-// ConnectionUp implements amqp.Observer. A role's gauge is 1 only when all
-// of its connections are up.
-func (o *Observer) ConnectionUp(role amqp.Role, index int, up bool) {
-	o.metrics.connectionUp(string(role), index, up)
-}
-
-// Reconnected implements amqp.Observer.
-func (o *Observer) Reconnected(role amqp.Role) {
-	o.metrics.amqpReconnects.WithLabelValues(string(role)).Inc()
-}
-
-// Blocked implements amqp.Observer.
-func (o *Observer) Blocked(blocked bool) {
-	v := 0.0
-	if blocked {
-		v = 1
-	}
-	o.metrics.amqpBlocked.Set(v)
-}
-
-// DeliveriesLost implements amqp.Observer: reservations on a dead channel
-// were requeued by the broker; drop them so nobody acks them.
-func (o *Observer) DeliveriesLost() {
-	if s := o.srv.Load(); s != nil {
-		for _, r := range s.registry.stale() {
-			if r.end() {
-				s.settle(r, settleDrop, "")
-			}
-		}
-	}
-}
-
-// settle modes.
-const (
-	settleAck     = iota // basic.ack
-	settleRequeue        // basic.reject(requeue)
-	settleDrop           // nothing to send: the channel is gone
-)
-
-// settle ends a reservation that the caller won with r.end(). It reports
-// whether the broker was told (for an ack: whether DELETED is true).
-//
-// A requeue is back in the queue before the reservation leaves its
-// connection: until then a get of the queue on that connection is a miss,
-// and after it the get returns the message given back.
-func (s *Server) settle(r *reservation, mode int, reason string) bool {
-	r.timer.Stop()
-	told := false
-	switch mode {
-	case settleAck:
-		if err := r.delivery.Ack(); err != nil {
-			s.log.Debug("ack of stale reservation not sent", "queue", r.queue.name, "err", err)
-		} else {
-			r.queue.acked.Add(1)
-			told = true
-		}
-	case settleRequeue:
-		// An error means stale: the broker requeued it already when the
-		// channel died.
-		requeue := r.delivery.Requeue
-		if reason == reasonShutdown {
-			requeue = r.delivery.RequeueNow
-		}
-		if told = requeue() == nil; told {
-			s.metrics.requeued.WithLabelValues(r.queue.label, reason).Inc()
-		}
-	}
-	s.registry.remove(r)
-	r.owner.forget(r)
-	r.queue.open.Add(-1)
-	s.metrics.reservationsOpen.WithLabelValues(r.queue.label).Dec()
-	return told
-}
-
-// expire is the lease timer's end.
-func (s *Server) expire(r *reservation) {
-	if r.end() {
-		s.log.Debug("reservation lease ended; requeued", "queue", r.queue.name, "id", r.id)
-		s.settle(r, settleRequeue, reasonTimeout)
-	}
 }
 
 // Listen opens the configured listening socket.

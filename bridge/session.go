@@ -1,87 +1,212 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"errors"
-	"math"
 	"sync"
 	"time"
 
 	"github.com/mcbridge/mcbridge/amqp"
 	"github.com/mcbridge/mcbridge/config"
+	"github.com/mcbridge/mcbridge/mcproto"
 )
 
-// flagsHeader carries memcache flags through RabbitMQ as a signed 64-bit
-// integer, which every AMQP client can read and write.
-const flagsHeader = "x-mc-flags"
-
-// session is one client connection's queue state, whatever its framing: the
-// text protocol today, binary and meta framings share the same operations.
+// session is one client connection's queue state and the operations every
+// framing runs on it. Each operation (set, get, getAll, delete, ackByID,
+// touch, holds) checks its key, does its work, counts its outcome once and
+// returns it; the framing spells the outcome. cmd, the command word the
+// framing maps its request to, is the metric's label.
+//
 // A connection runs its commands one at a time, so only settling (which
 // other connections and timers also do) needs the lock.
 type session struct {
 	srv *Server
+	// client is the connection, for waits (kestrel's /t=), which must
+	// send what is answered already and end with their client.
+	client waitingClient
 
 	mu     sync.Mutex
 	held   map[string]*reservation // guarded by mu; one per queue
 	closed bool                    // guarded by mu
 }
 
-func newSession(srv *Server) *session {
-	return &session{srv: srv, held: make(map[string]*reservation)}
+// waitingClient is what a wait needs of its connection.
+type waitingClient interface {
+	// flush sends the replies written so far.
+	flush() error
+	// watchClient returns a context that ends when the client goes away;
+	// stop ends the watch.
+	watchClient() (ctx context.Context, stop func())
 }
 
-// errNotStored: the broker returned or nacked the message.
-var errNotStored = errors.New("not stored")
+func newSession(srv *Server, client waitingClient) *session {
+	return &session{srv: srv, client: client, held: make(map[string]*reservation)}
+}
 
-// serverError becomes "SERVER_ERROR <msg>": the outcome is unknown or the
-// broker is unusable.
-type serverError struct{ msg string }
+// item is one message handed out by a retrieval, or what a reply may tell
+// of a held reservation (touch, mg without v).
+type item struct {
+	flags uint32
+	body  []byte
+	cas   uint64
+	// r is the reservation the item is held by; nil for auto-ack and peek.
+	r *reservation
+	// autoAck is acked once the reply carrying it has been written.
+	autoAck *amqp.Delivery
+}
 
-func (e *serverError) Error() string { return e.msg }
-
-// brokerError turns an amqp error into what the client is told.
-func brokerError(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, amqp.ErrUnroutable), errors.Is(err, amqp.ErrNacked):
-		return errNotStored
-	case errors.Is(err, amqp.ErrBlocked):
-		return &serverError{"broker blocked publishing (resource alarm)"}
-	case errors.Is(err, amqp.ErrConfirmTimeout):
-		return &serverError{"broker confirm timed out"}
-	case errors.Is(err, amqp.ErrBrokerTimeout):
-		return &serverError{"broker did not answer in time"}
-	case errors.Is(err, amqp.ErrChannelClosed):
-		return &serverError{"broker channel lost before confirm"}
-	case errors.Is(err, amqp.ErrNotConnected), errors.Is(err, amqp.ErrClosed):
-		return &serverError{"broker not connected"}
-	default:
-		var terr *amqp.TopologyError
-		if errors.As(err, &terr) {
-			return &serverError{"broker refused queue declaration"}
-		}
-		return &serverError{"broker error"}
+// queueName checks a key of a non-retrieval command: kestrel options are
+// only for retrievals, and a name the broker would refuse never reaches it.
+func queueName(key []byte) (string, bool) {
+	if bytes.IndexByte(key, '/') >= 0 || !amqp.ValidName(key) {
+		return "", false
 	}
+	return string(key), true
 }
 
-// store publishes body to where key routes. nil means STORED: confirmed by
-// the broker and not returned.
-func (s *session) store(ctx context.Context, key string, flags uint32, exptime int64, body []byte) error {
+// retrievalKey is one parsed key of a retrieval.
+type retrievalKey struct {
+	key   []byte // as sent: replies echo it
+	queue string
+	opts  mcproto.KeyOptions
+	lease leaseAsk
+}
+
+// parseRetrievalKey splits a key of a retrieval into its queue and its
+// kestrel options; ok is false for bad options or a name the broker would
+// refuse. A lease that is over before it starts makes a plain key a peek.
+func parseRetrievalKey(key []byte, lease leaseAsk) (retrievalKey, bool) {
+	queue, opts, err := mcproto.SplitKey(key)
+	if err != nil || !amqp.ValidName(queue) {
+		return retrievalKey{}, false
+	}
+	if lease.peek && !opts.Any() {
+		opts.Peek = true
+	}
+	return retrievalKey{key: key, queue: string(queue), opts: opts, lease: lease}, true
+}
+
+// set publishes data to where key routes. Stored means confirmed by the
+// broker and not returned.
+func (s *session) set(cmd mcproto.Op, key []byte, flags uint32, exptime int64, data []byte) outcome {
+	queue, ok := queueName(key)
+	if !ok {
+		return s.srv.count(cmd, tallySet, badRequest)
+	}
+	return s.srv.count(cmd, tallySet, s.store(s.srv.ctx, queue, flags, exptime, data))
+}
+
+// get serves one key of a retrieval: a hit hands out an item.
+func (s *session) get(cmd mcproto.Op, key []byte, lease leaseAsk) (*item, outcome) {
+	k, ok := parseRetrievalKey(key, lease)
+	if !ok {
+		return nil, s.srv.count(cmd, tallyGet, badRequest)
+	}
+	it, o := s.retrieve(k)
+	return it, s.srv.count(cmd, tallyGet, o)
+}
+
+// getAll serves the keys of a text retrieval into items, one entry per key
+// (nil: a miss). Every key is checked before any message is reserved, so a
+// bad key never leaves reservations behind. Each key counts as a hit or a
+// miss; the outcome is served unless the command failed, and then the
+// client sees none of its messages: what it reserved is given back.
+func (s *session) getAll(cmd mcproto.Op, keys [][]byte, lease leaseAsk, items []*item) ([]*item, outcome) {
+	parsed := make([]retrievalKey, len(keys))
+	for i, key := range keys {
+		k, ok := parseRetrievalKey(key, lease)
+		if !ok {
+			return items, s.srv.count(cmd, tallyGet, badRequest)
+		}
+		parsed[i] = k
+	}
+	for _, k := range parsed {
+		it, o := s.retrieve(k)
+		s.srv.count(cmd, tallyGet, o)
+		if o.kind != outHit && o.kind != outMiss {
+			for _, it := range items {
+				s.requeueUnsent(it)
+			}
+			return items, o
+		}
+		items = append(items, it)
+	}
+	return items, served
+}
+
+// delete acks this connection's reservation on the queue.
+func (s *session) delete(cmd mcproto.Op, key []byte) outcome {
+	queue, ok := queueName(key)
+	if !ok {
+		return s.srv.count(cmd, tallyDelete, badRequest)
+	}
+	return s.srv.count(cmd, tallyDelete, acked(s.ack(queue), deleted))
+}
+
+// ackByID acks the reservation with that id on the queue, held by any
+// connection (cas, binary set and delete with a cas, ms and md with C).
+// success is how the command names it: stored for a cas, deleted for a
+// delete.
+func (s *session) ackByID(cmd mcproto.Op, key []byte, id uint64, success outcome) outcome {
+	queue, ok := queueName(key)
+	if !ok {
+		return s.srv.count(cmd, tallyDelete, badRequest)
+	}
+	return s.srv.count(cmd, tallyDelete, acked(s.ackID(queue, id), success))
+}
+
+func acked(ok bool, success outcome) outcome {
+	if ok {
+		return success
+	}
+	return notFound
+}
+
+// touch sets the lease of this connection's reservation on the queue from
+// a memcached exptime (see setLease). A touched reservation is described by
+// the item (its id, flags and body), for replies that tell them.
+func (s *session) touch(cmd mcproto.Op, key []byte, exptime int64) (*item, outcome) {
+	queue, ok := queueName(key)
+	if !ok {
+		return nil, s.srv.count(cmd, tallyTouch, badRequest)
+	}
+	r := s.heldOn(queue)
+	if r == nil || !s.setLease(r, exptime) {
+		return nil, s.srv.count(cmd, tallyTouch, notFound)
+	}
+	return r.describe(), s.srv.count(cmd, tallyTouch, touched)
+}
+
+// holds reports whether this connection holds a reservation on the queue
+// (mg without v or T): a hit describes it.
+func (s *session) holds(cmd mcproto.Op, key []byte) (*item, outcome) {
+	queue, ok := queueName(key)
+	if !ok {
+		return nil, s.srv.count(cmd, tallyNone, badRequest)
+	}
+	r := s.heldOn(queue)
+	if r == nil || r.ended.Load() {
+		return nil, s.srv.count(cmd, tallyNone, miss)
+	}
+	return r.describe(), s.srv.count(cmd, tallyNone, hit)
+}
+
+// store publishes body to where key routes.
+func (s *session) store(ctx context.Context, key string, flags uint32, exptime int64, body []byte) outcome {
 	srv := s.srv
 	ttl, expired := expiration(exptime, time.Now())
 	exchange, qs, ok, err := srv.queues.route(ctx, key)
 	if err != nil {
-		return brokerError(err)
+		return brokerOutcome(err)
 	}
 	if !ok {
-		return errNotStored
+		return notStored
 	}
 	if expired {
 		// memcached stores it and never returns it; a queue gets the same
 		// effect by not enqueueing what nobody may ever receive.
-		return nil
+		return stored
 	}
 	// The publish may outlive this call (a confirm timeout), and the
 	// parser reuses its buffer: the broker gets its own copy.
@@ -100,8 +225,11 @@ func (s *session) store(ctx context.Context, key string, flags uint32, exptime i
 		// Our queue is gone (an operator deleted it): declare it again and
 		// publish once more. Nothing was stored the first time.
 		srv.broker.Forget(key)
-		if _, qs, ok, err = srv.queues.route(ctx, key); err != nil || !ok {
-			return brokerError(err)
+		if _, qs, ok, err = srv.queues.route(ctx, key); err != nil {
+			return brokerOutcome(err)
+		}
+		if !ok {
+			return notStored
 		}
 		err = srv.broker.Publish(ctx, msg)
 	}
@@ -110,51 +238,70 @@ func (s *session) store(ctx context.Context, key string, flags uint32, exptime i
 		if !errors.Is(err, amqp.ErrUnroutable) && !errors.Is(err, amqp.ErrNacked) && srv.publishFailLog.allow(10*time.Second) {
 			srv.log.Warn("publish failed; sets answer SERVER_ERROR", "err", err)
 		}
-		return brokerError(err)
+		return brokerOutcome(err)
 	}
 	if qs != nil {
 		qs.published.Add(1)
 		// A wait polling this queue looks now.
 		srv.broker.Published(key)
 	}
-	return nil
+	return stored
 }
 
-// item is one message handed out by a retrieval.
-type item struct {
-	flags uint32
-	body  []byte
-	cas   uint64
-	// r is the reservation the item is held by; nil for auto-ack and peek.
-	r *reservation
-	// autoAck is acked once the reply carrying it has been written.
-	autoAck *amqp.Delivery
+// retrieve applies a key's kestrel options and reserves the next message
+// when they ask for one.
+func (s *session) retrieve(k retrievalKey) (*item, outcome) {
+	o := k.opts
+	switch {
+	case o.Abort:
+		s.abort(k.queue)
+		return nil, miss
+	case o.Peek:
+		return found(s.peek(s.srv.ctx, k.queue))
+	}
+	if o.Close {
+		s.ack(k.queue)
+		if !o.Open {
+			return nil, miss
+		}
+	}
+	if o.HasTimeout {
+		// The wait holds up this connection: what is answered already
+		// goes out first.
+		if err := s.client.flush(); err != nil {
+			return nil, miss
+		}
+		ctx, stop := s.client.watchClient()
+		defer stop()
+		return found(s.reserveWith(ctx, k.queue, k.lease, func(ctx context.Context) (*amqp.Delivery, error) {
+			return s.srv.broker.Wait(ctx, k.queue, o.Timeout)
+		}))
+	}
+	return found(s.reserveWith(s.srv.ctx, k.queue, k.lease, func(ctx context.Context) (*amqp.Delivery, error) {
+		return s.srv.broker.Get(ctx, k.queue)
+	}))
 }
 
-// reserve fetches the next message of queue for this connection. A nil item
-// is a miss: empty queue, unknown queue, or a reservation already held on it.
-func (s *session) reserve(ctx context.Context, queue string, lease time.Duration, leaseSet bool) (*item, error) {
-	return s.reserveWith(ctx, queue, lease, leaseSet, func(ctx context.Context) (*amqp.Delivery, error) {
-		return s.srv.broker.Get(ctx, queue)
-	})
+// found is a retrieval's outcome: a hit with an item, else a miss, or the
+// broker's trouble.
+func found(it *item, err error) (*item, outcome) {
+	switch {
+	case err != nil:
+		return nil, brokerOutcome(err)
+	case it == nil:
+		return nil, miss
+	}
+	return it, hit
 }
 
-// reserveWait is reserve with kestrel's /t=<ms>: it waits up to timeout for
-// a message to arrive.
-func (s *session) reserveWait(ctx context.Context, queue string, timeout, lease time.Duration, leaseSet bool) (*item, error) {
-	return s.reserveWith(ctx, queue, lease, leaseSet, func(ctx context.Context) (*amqp.Delivery, error) {
-		return s.srv.broker.Wait(ctx, queue, timeout)
-	})
-}
-
-func (s *session) reserveWith(ctx context.Context, queue string, lease time.Duration, leaseSet bool, fetch func(context.Context) (*amqp.Delivery, error)) (*item, error) {
+// reserveWith fetches the next message of queue for this connection. A nil
+// item is a miss: empty queue, unknown queue, or a reservation already held
+// on it.
+func (s *session) reserveWith(ctx context.Context, queue string, lease leaseAsk, fetch func(context.Context) (*amqp.Delivery, error)) (*item, error) {
 	srv := s.srv
 	qs, err := srv.queues.readable(ctx, queue)
-	if err != nil {
-		return nil, brokerError(err)
-	}
-	if qs == nil {
-		return nil, nil
+	if err != nil || qs == nil {
+		return nil, err
 	}
 	manual := qs.ack != config.AckAuto
 	if manual {
@@ -170,7 +317,7 @@ func (s *session) reserveWith(ctx context.Context, queue string, lease time.Dura
 		// Deleted behind our back (the client forgot it): declare it
 		// again if we may, and try once more.
 		if qs, err = srv.queues.readable(ctx, queue); err != nil || qs == nil {
-			return nil, brokerError(err)
+			return nil, err
 		}
 		d, err = fetch(ctx)
 	}
@@ -178,11 +325,8 @@ func (s *session) reserveWith(ctx context.Context, queue string, lease time.Dura
 		// Gone, or the client went away while it waited.
 		return nil, nil
 	}
-	if err != nil {
-		return nil, brokerError(err)
-	}
-	if d == nil {
-		return nil, nil
+	if err != nil || d == nil {
+		return nil, err
 	}
 	if d.Redelivered {
 		srv.metrics.redelivered.WithLabelValues(qs.label).Inc()
@@ -192,8 +336,9 @@ func (s *session) reserveWith(ctx context.Context, queue string, lease time.Dura
 		it.autoAck = d
 		return it, nil
 	}
-	if !leaseSet {
-		lease = qs.lease
+	leaseDur := qs.lease
+	if lease.set {
+		leaseDur = lease.d
 	}
 	r := &reservation{
 		id:       srv.ids.next(),
@@ -221,7 +366,7 @@ func (s *session) reserveWith(ctx context.Context, queue string, lease time.Dura
 	srv.registry.add(r)
 	qs.open.Add(1)
 	srv.metrics.reservationsOpen.WithLabelValues(qs.label).Inc()
-	r.timer.Reset(r.capLease(lease, time.Now()))
+	r.timer.Reset(r.capLease(leaseDur, time.Now()))
 	it.r = r
 	it.cas = r.id
 	return it, nil
@@ -236,14 +381,14 @@ func (s *session) peek(ctx context.Context, queue string) (*item, error) {
 	}
 	qs, err := s.srv.queues.readable(ctx, queue)
 	if err != nil || qs == nil {
-		return nil, brokerError(err)
+		return nil, err
 	}
 	d, err := s.srv.broker.Get(ctx, queue)
 	if errors.Is(err, amqp.ErrQueueNotFound) {
 		return nil, nil
 	}
 	if err != nil || d == nil {
-		return nil, brokerError(err)
+		return nil, err
 	}
 	_ = d.Requeue()
 	return &item{flags: flagsFrom(d.Headers), body: d.Body}, nil
@@ -268,6 +413,19 @@ func (s *session) delivered(items []*item, writeErr error) {
 	}
 }
 
+// requeueUnsent puts back an item whose reply the client never got.
+func (s *session) requeueUnsent(it *item) {
+	switch {
+	case it == nil:
+	case it.r != nil:
+		if it.r.end() {
+			s.srv.settle(it.r, settleRequeue, reasonAbort)
+		}
+	case it.autoAck != nil:
+		_ = it.autoAck.Requeue()
+	}
+}
+
 // heldOn returns this connection's reservation on queue, or nil.
 func (s *session) heldOn(queue string) *reservation {
 	s.mu.Lock()
@@ -284,8 +442,7 @@ func (s *session) ack(queue string) bool {
 	return s.srv.settle(r, settleAck, "")
 }
 
-// ackID acks the reservation with that id on queue, held by any connection
-// (cas, meta md C<id>, binary DELETE with cas).
+// ackID acks the reservation with that id on queue, held by any connection.
 func (s *session) ackID(queue string, id uint64) bool {
 	r := s.srv.registry.get(id)
 	if r == nil || r.queue.name != queue || !r.end() {
@@ -303,12 +460,11 @@ func (s *session) abort(queue string) bool {
 	return s.srv.settle(r, settleRequeue, reasonAbort)
 }
 
-// touch sets the lease of this connection's reservation on queue from a
-// memcached exptime: 0 = the queue's reservation_timeout, negative (or a
-// past unix time) = requeue now.
-func (s *session) touch(queue string, exptime int64) bool {
-	r := s.heldOn(queue)
-	if r == nil || r.ended.Load() {
+// setLease sets r's lease from a memcached exptime: 0 = the queue's
+// reservation_timeout, negative (or a past unix time) = requeue now. false:
+// r is over (ended, stale, or requeued by this call).
+func (s *session) setLease(r *reservation, exptime int64) bool {
+	if r.ended.Load() {
 		return false
 	}
 	if r.delivery.Stale() {
@@ -320,7 +476,7 @@ func (s *session) touch(queue string, exptime int64) bool {
 	now := time.Now()
 	lease, requeue := leaseFor(exptime, r.queue.lease, now)
 	if requeue {
-		return s.abort(queue)
+		return s.abort(r.queue.name)
 	}
 	lease = r.capLease(lease, now)
 	if lease <= 0 {
@@ -355,75 +511,4 @@ func (s *session) close(reason string) {
 			s.srv.settle(r, settleRequeue, reason)
 		}
 	}
-}
-
-// flagsFrom reads memcache flags from the message headers. A missing,
-// non-integer or out-of-range value (memcache flags are 32-bit unsigned)
-// reads as 0, so messages from any AMQP publisher can be fetched.
-func flagsFrom(h amqp.Table) uint32 {
-	var n int64
-	switch v := h[flagsHeader].(type) {
-	case int64:
-		n = v
-	case int32:
-		n = int64(v)
-	case int16:
-		n = int64(v)
-	case int8:
-		n = int64(v)
-	case int:
-		n = int64(v)
-	case uint8:
-		n = int64(v)
-	case uint16:
-		n = int64(v)
-	case uint32:
-		n = int64(v)
-	case uint64:
-		if v > math.MaxUint32 {
-			return 0
-		}
-		n = int64(v)
-	default:
-		return 0
-	}
-	if n < 0 || n > math.MaxUint32 {
-		return 0
-	}
-	return uint32(n)
-}
-
-// relativeLimit: memcached reads an exptime up to 30 days as seconds from
-// now, anything larger as a unix time.
-const relativeLimit = 30 * 24 * 60 * 60
-
-// expiration turns a set's exptime into a per-message TTL (0 = none).
-// expired means the item is dead on arrival.
-func expiration(exptime int64, now time.Time) (ttl time.Duration, expired bool) {
-	switch {
-	case exptime == 0:
-		return 0, false
-	case exptime < 0:
-		return 0, true
-	case exptime <= relativeLimit:
-		return time.Duration(exptime) * time.Second, false
-	default:
-		d := time.Unix(exptime, 0).Sub(now)
-		if d < time.Millisecond {
-			return 0, true
-		}
-		return d, false
-	}
-}
-
-// leaseFor turns a touch/gat exptime into a lease.
-func leaseFor(exptime int64, queueDefault time.Duration, now time.Time) (lease time.Duration, requeue bool) {
-	if exptime == 0 {
-		return queueDefault, false
-	}
-	d, expired := expiration(exptime, now)
-	if expired {
-		return 0, true
-	}
-	return d, false
 }

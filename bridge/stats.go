@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
-
-	"github.com/mcbridge/mcbridge/mcproto"
 )
 
 // counters are memcached's general stats, per instance since start.
@@ -28,71 +26,83 @@ type counters struct {
 	bytesWritten  atomic.Uint64
 }
 
-func (c *conn) stats(cmd *mcproto.Command) {
-	var sub string
-	if len(cmd.Args) > 0 {
-		sub = string(cmd.Args[0])
+// stat is one line of a stats listing: memcached's "STAT <name> <value>".
+// Each framing spells the listing its way.
+type stat struct{ name, value string }
+
+// statsListing is the listing a stats command asks for: args is its group,
+// if any. known is false for a group that does not exist.
+func (s *Server) statsListing(args [][]byte) (list []stat, known bool) {
+	var group string
+	if len(args) > 0 {
+		group = string(args[0])
 	}
 	switch {
-	case len(cmd.Args) == 0:
-		c.generalStats()
-	case sub == "queue" && len(cmd.Args) == 1:
-		c.queueStats()
-	case sub == "settings" && len(cmd.Args) == 1:
-		for _, st := range c.srv.cfg.Settings() {
-			c.w.StatString(st.Name, st.Value)
+	case len(args) == 0:
+		return s.generalStats(), true
+	case len(args) > 1:
+		return nil, false
+	case group == "queue":
+		return s.queueStats(), true
+	case group == "settings":
+		for _, st := range s.cfg.Settings() {
+			list = append(list, stat{st.Name, st.Value})
 		}
-	case (sub == "items" || sub == "slabs" || sub == "sizes" || sub == "conns") && len(cmd.Args) == 1:
+		return list, true
+	case group == "items" || group == "slabs" || group == "sizes" || group == "conns":
 		// Tools ask for these on their own; a queue has no slabs.
-	default:
-		c.count(cmd, resultError)
-		c.w.Error()
-		return
+		return nil, true
 	}
-	c.count(cmd, resultOK)
-	c.w.End()
+	return nil, false
 }
 
-func (c *conn) generalStats() {
-	s := c.srv
+// generalStats are memcached's general lines, then kestrel/starling style
+// lines per queue.
+func (s *Server) generalStats() []stat {
 	st := &s.stats
 	now := time.Now()
-	w := c.w
-	w.StatInt("pid", int64(os.Getpid()))
-	w.StatInt("uptime", int64(now.Sub(s.started).Seconds()))
-	w.StatInt("time", now.Unix())
-	w.StatString("version", Version)
-	w.StatInt("curr_connections", st.currConns.Load())
-	w.StatUint("total_connections", st.totalConns.Load())
-	w.StatUint("rejected_connections", st.rejectedConns.Load())
-	w.StatUint("cmd_get", st.cmdGet.Load())
-	w.StatUint("cmd_set", st.cmdSet.Load())
-	w.StatUint("cmd_touch", st.cmdTouch.Load())
-	w.StatUint("get_hits", st.getHits.Load())
-	w.StatUint("get_misses", st.getMisses.Load())
-	w.StatUint("delete_hits", st.deleteHits.Load())
-	w.StatUint("delete_misses", st.deleteMisses.Load())
-	w.StatUint("touch_hits", st.touchHits.Load())
-	w.StatUint("touch_misses", st.touchMisses.Load())
-	w.StatUint("bytes_read", st.bytesRead.Load())
-	w.StatUint("bytes_written", st.bytesWritten.Load())
-	w.StatInt("threads", int64(runtime.GOMAXPROCS(0)))
-	// kestrel/starling style per-queue lines.
+	i := func(v int64) string { return strconv.FormatInt(v, 10) }
+	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
+	list := []stat{
+		{"pid", i(int64(os.Getpid()))},
+		{"uptime", i(int64(now.Sub(s.started).Seconds()))},
+		{"time", i(now.Unix())},
+		{"version", Version},
+		{"curr_connections", i(st.currConns.Load())},
+		{"total_connections", u(st.totalConns.Load())},
+		{"rejected_connections", u(st.rejectedConns.Load())},
+		{"cmd_get", u(st.cmdGet.Load())},
+		{"cmd_set", u(st.cmdSet.Load())},
+		{"cmd_touch", u(st.cmdTouch.Load())},
+		{"get_hits", u(st.getHits.Load())},
+		{"get_misses", u(st.getMisses.Load())},
+		{"delete_hits", u(st.deleteHits.Load())},
+		{"delete_misses", u(st.deleteMisses.Load())},
+		{"touch_hits", u(st.touchHits.Load())},
+		{"touch_misses", u(st.touchMisses.Load())},
+		{"bytes_read", u(st.bytesRead.Load())},
+		{"bytes_written", u(st.bytesWritten.Load())},
+		{"threads", i(int64(runtime.GOMAXPROCS(0)))},
+	}
 	for _, qs := range s.queues.list() {
 		prefix := "queue_" + qs.name
+		items := "unknown"
 		if n, ok := qs.readyCount(s.ctx, s.broker); ok {
-			w.StatInt(prefix+"_items", int64(n))
-		} else {
-			w.StatString(prefix+"_items", "unknown")
+			items = i(int64(n))
 		}
-		w.StatInt(prefix+"_open_transactions", qs.open.Load())
-		w.StatUint(prefix+"_total_items", qs.published.Load())
+		list = append(list,
+			stat{prefix + "_items", items},
+			stat{prefix + "_open_transactions", i(qs.open.Load())},
+			stat{prefix + "_total_items", u(qs.published.Load())})
 	}
+	return list
 }
 
 // queueStats is memcacheq's "stats queue": published/acked per queue.
-func (c *conn) queueStats() {
-	for _, qs := range c.srv.queues.list() {
-		c.w.StatString(qs.name, strconv.FormatUint(qs.published.Load(), 10)+"/"+strconv.FormatUint(qs.acked.Load(), 10))
+func (s *Server) queueStats() []stat {
+	var list []stat
+	for _, qs := range s.queues.list() {
+		list = append(list, stat{qs.name, strconv.FormatUint(qs.published.Load(), 10) + "/" + strconv.FormatUint(qs.acked.Load(), 10)})
 	}
+	return list
 }
