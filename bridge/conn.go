@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mcbridge/mcbridge/bridge/internal/metrics"
 	"github.com/mcbridge/mcbridge/mcproto"
 )
 
@@ -126,9 +127,9 @@ func (c *conn) serve() {
 		// reply that still reaches the client.
 		c.nc.Close()
 		if reason == closeShutdown {
-			c.sess.close(reasonShutdown)
+			c.sess.close(metrics.ReasonShutdown)
 		} else {
-			c.sess.close(reasonDisconnect)
+			c.sess.close(metrics.ReasonDisconnect)
 		}
 		log.Debug("connection closed", "reason", reason.String())
 	}()
@@ -287,7 +288,7 @@ func (c *countingConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if n > 0 {
 		c.srv.stats.bytesRead.Add(uint64(n))
-		c.srv.metrics.bytesRead.Add(float64(n))
+		c.srv.metrics.BytesRead.Add(float64(n))
 	}
 	return n, err
 }
@@ -297,7 +298,7 @@ func (c *countingConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
 	if n > 0 {
 		c.srv.stats.bytesWritten.Add(uint64(n))
-		c.srv.metrics.bytesWritten.Add(float64(n))
+		c.srv.metrics.BytesWritten.Add(float64(n))
 	}
 	return n, err
 }

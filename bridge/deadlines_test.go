@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcbridge/mcbridge/bridge/internal/queues"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
 	"github.com/mcbridge/mcbridge/mcproto"
 )
@@ -47,9 +48,9 @@ func TestClientThatNeverReadsLosesItsReservations(t *testing.T) {
 	cfg := testConfig()
 	cfg.Limits.ReadTimeout = 500 * time.Millisecond
 	g := startGateway(t, cfg)
-	const queues, size = 32, 256 << 10
+	const nQueues, size = 32, 256 << 10
 	value := strings.Repeat("x", size)
-	names := make([]string, queues)
+	names := make([]string, nQueues)
 	setter := g.dial()
 	for i := range names {
 		names[i] = testbroker.Name(t, "q"+strconv.Itoa(i))
@@ -65,7 +66,7 @@ func TestClientThatNeverReadsLosesItsReservations(t *testing.T) {
 	if _, err := nc.Write([]byte("get " + strings.Join(names, " ") + "\r\n")); err != nil {
 		t.Fatal(err)
 	}
-	held := func() (n float64) { return toFloat64(g.srv.metrics.reservationsOpen.WithLabelValues(autoLabel)) }
+	held := func() (n float64) { return toFloat64(g.srv.metrics.ReservationsOpen.WithLabelValues(queues.AutoLabel)) }
 	testbroker.Eventually(t, 10*time.Second, "the gets to reserve", func() bool { return held() > 0 })
 	start := time.Now()
 	testbroker.Eventually(t, 10*time.Second, "the reservations to be given back", func() bool { return held() == 0 })

@@ -10,6 +10,8 @@ import (
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
+	"github.com/mcbridge/mcbridge/bridge/internal/metrics"
+	"github.com/mcbridge/mcbridge/bridge/internal/queues"
 	"github.com/mcbridge/mcbridge/config"
 	"github.com/mcbridge/mcbridge/internal/mctest"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
@@ -136,11 +138,11 @@ func TestUnknownQueueTypeIsNotFetchedAhead(t *testing.T) {
 // requeues sums mcbridge_requeued_total for reason over every queue label.
 func requeues(g *gateway, reason string) float64 {
 	var n float64
-	for _, label := range []string{autoLabel} {
-		n += toFloat64(g.srv.metrics.requeued.WithLabelValues(label, reason))
+	for _, label := range []string{queues.AutoLabel} {
+		n += toFloat64(g.srv.metrics.Requeued.WithLabelValues(label, reason))
 	}
 	for _, q := range g.cfg.Queues {
-		n += toFloat64(g.srv.metrics.requeued.WithLabelValues(q.Name, reason))
+		n += toFloat64(g.srv.metrics.Requeued.WithLabelValues(q.Name, reason))
 	}
 	return n
 }
@@ -184,18 +186,18 @@ func TestGiveBackReturnsToTheHead(t *testing.T) {
 			return c
 		}},
 		{"lease end", func(c *client, q string) *client {
-			before := requeues(g, reasonTimeout)
+			before := requeues(g, metrics.ReasonTimeout)
 			c.Do("touch "+q+" 1\r\n", "TOUCHED\r\n")
 			testbroker.Eventually(t, 5*time.Second, "the lease to end", func() bool {
-				return requeues(g, reasonTimeout) == before+1
+				return requeues(g, metrics.ReasonTimeout) == before+1
 			})
 			return c
 		}},
 		{"disconnect", func(c *client, q string) *client {
-			before := requeues(g, reasonDisconnect)
+			before := requeues(g, metrics.ReasonDisconnect)
 			c.Close()
 			testbroker.Eventually(t, 5*time.Second, "the disconnect to give the message back", func() bool {
-				return requeues(g, reasonDisconnect) == before+1
+				return requeues(g, metrics.ReasonDisconnect) == before+1
 			})
 			return g.dial()
 		}},
@@ -275,7 +277,7 @@ func TestLeaseCappedFromDelivery(t *testing.T) {
 		time.Sleep(200 * time.Millisecond) // a worker touching its job
 	}
 	testbroker.Eventually(t, 3*time.Second, "the capped lease to end", func() bool {
-		return toFloat64(g.srv.metrics.requeued.WithLabelValues(autoLabel, reasonTimeout)) == 1
+		return toFloat64(g.srv.metrics.Requeued.WithLabelValues(queues.AutoLabel, metrics.ReasonTimeout)) == 1
 	})
 	if ended := time.Since(delivered); ended > leaseCap+time.Second {
 		t.Errorf("the reservation ended %v after delivery, want at most about %v", ended, leaseCap)
@@ -298,7 +300,7 @@ func TestWaitEndsWhenTheClientGoesAway(t *testing.T) {
 	setter.Do("get "+q+"\r\n", "END\r\n") // declares it
 	setter.Close()
 	testbroker.Eventually(t, 5*time.Second, "the setter's connection to go", func() bool {
-		return toFloat64(g.srv.metrics.connections) == 0
+		return toFloat64(g.srv.metrics.Connections) == 0
 	})
 	for range 40 {
 		nc, err := net.Dial("tcp", g.addr)
@@ -311,17 +313,17 @@ func TestWaitEndsWhenTheClientGoesAway(t *testing.T) {
 		nc.Close()
 	}
 	testbroker.Eventually(t, 5*time.Second, "the waiters' connections to go", func() bool {
-		return toFloat64(g.srv.metrics.connections) == 0
+		return toFloat64(g.srv.metrics.Connections) == 0
 	})
 	c := g.dial() // not locked out
 	c.Do("set "+q+" 0 0 3\r\nnew\r\n", "STORED\r\n")
 	if got := c.getValue(q); got != "new" {
 		t.Fatalf("get: %q, want new", got)
 	}
-	if v := toFloat64(g.srv.metrics.redelivered.WithLabelValues(autoLabel)); v != 0 {
+	if v := toFloat64(g.srv.metrics.Redelivered.WithLabelValues(queues.AutoLabel)); v != 0 {
 		t.Errorf("the message was redelivered %v times: handed to dead waiters", v)
 	}
-	if v := toFloat64(g.srv.metrics.requeued.WithLabelValues(autoLabel, reasonDisconnect)); v != 0 {
+	if v := toFloat64(g.srv.metrics.Requeued.WithLabelValues(queues.AutoLabel, metrics.ReasonDisconnect)); v != 0 {
 		t.Errorf("%v reservations of dead waiters were requeued", v)
 	}
 }

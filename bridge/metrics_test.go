@@ -11,6 +11,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/mcbridge/mcbridge/amqp"
+	"github.com/mcbridge/mcbridge/bridge/internal/metrics"
+	"github.com/mcbridge/mcbridge/bridge/internal/queues"
 	"github.com/mcbridge/mcbridge/config"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
 	"github.com/mcbridge/mcbridge/internal/testserve"
@@ -21,8 +23,8 @@ import (
 func TestMetricsLint(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	obs := NewObserver(reg)
-	obs.metrics.configure(config.Default())
-	obs.metrics.commands.WithLabelValues("get", outHit.String()).Inc()
+	obs.metrics.Configure(config.Default())
+	obs.metrics.Commands.WithLabelValues("get", outHit.String()).Inc()
 	fams, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -31,72 +33,11 @@ func TestMetricsLint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(fams) != len(obs.metrics.collectors()) {
-		t.Errorf("gathered %d families, want %d (one per collector)", len(fams), len(obs.metrics.collectors()))
+	if len(fams) != len(obs.metrics.Collectors()) {
+		t.Errorf("gathered %d families, want %d (one per collector)", len(fams), len(obs.metrics.Collectors()))
 	}
 	for _, p := range problems {
 		t.Errorf("lint %s: %s", p.Metric, p.Text)
-	}
-}
-
-// mcbridge_amqp_up{role} is 1 only while every connection of the role is
-// up, whatever order the connections report in, and 0 before any did.
-func TestAmqpUpGauge(t *testing.T) {
-	cfg := config.Default()
-	cfg.AMQP.ConsumeConnections = 3
-	type event struct {
-		role  string
-		index int
-		up    bool
-	}
-	tests := []struct {
-		name      string
-		configure bool // the server knows the connection counts
-		events    []event
-		want      map[string]float64
-	}{
-		{name: "at start", want: map[string]float64{"publish": 0, "consume": 0}},
-		{name: "at start, configured", configure: true, want: map[string]float64{"publish": 0, "consume": 0}},
-		{name: "publish up", configure: true, events: []event{{"publish", 0, true}},
-			want: map[string]float64{"publish": 1, "consume": 0}},
-		{name: "one consume of three up", configure: true, events: []event{{"consume", 1, true}},
-			want: map[string]float64{"consume": 0}},
-		{name: "all consume up", configure: true,
-			events: []event{{"consume", 2, true}, {"consume", 0, true}, {"consume", 1, true}},
-			want:   map[string]float64{"consume": 1}},
-		{name: "one consume drops", configure: true,
-			events: []event{{"consume", 0, true}, {"consume", 1, true}, {"consume", 2, true}, {"consume", 1, false}},
-			want:   map[string]float64{"consume": 0, "publish": 0}},
-		{name: "and comes back", configure: true,
-			events: []event{{"consume", 0, true}, {"consume", 1, true}, {"consume", 2, true}, {"consume", 1, false}, {"consume", 1, true}},
-			want:   map[string]float64{"consume": 1}},
-		{name: "reported before the count is known", configure: false,
-			events: []event{{"consume", 0, true}, {"publish", 0, true}},
-			want:   map[string]float64{"consume": 1, "publish": 1}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			m := newMetrics(nil)
-			for _, e := range tt.events {
-				m.connectionUp(e.role, e.index, e.up)
-			}
-			if tt.configure {
-				m.configure(cfg)
-			}
-			for role, want := range tt.want {
-				if got := toFloat64(m.amqpUp.WithLabelValues(role)); got != want {
-					t.Errorf("amqp_up{role=%q} = %v, want %v", role, got, want)
-				}
-			}
-		})
-	}
-	// The count arriving after the events (New runs after the broker's
-	// Start) lowers a gauge that missed a connection.
-	m := newMetrics(nil)
-	m.connectionUp("consume", 0, true)
-	m.configure(cfg)
-	if got := toFloat64(m.amqpUp.WithLabelValues("consume")); got != 0 {
-		t.Errorf("amqp_up{consume} = %v with 1 of 3 connections up, want 0", got)
 	}
 }
 
@@ -119,11 +60,11 @@ func TestAmqpUpUnreachable(t *testing.T) {
 	}
 	defer broker.Close()
 	New(cfg, broker, obs, Options{Logger: testserve.Logger(nil)})
-	for _, role := range []string{rolePublish, roleConsume} {
-		if v := toFloat64(obs.metrics.amqpUp.WithLabelValues(role)); v != 0 {
+	for _, role := range []string{metrics.RolePublish, metrics.RoleConsume} {
+		if v := toFloat64(obs.metrics.AMQPUp.WithLabelValues(role)); v != 0 {
 			t.Errorf("amqp_up{role=%q} = %v, want 0", role, v)
 		}
-		if v := toFloat64(obs.metrics.amqpReconnects.WithLabelValues(role)); v != 0 {
+		if v := toFloat64(obs.metrics.AMQPReconnects.WithLabelValues(role)); v != 0 {
 			t.Errorf("amqp_reconnects_total{role=%q} = %v, want 0", role, v)
 		}
 	}
@@ -134,19 +75,19 @@ func TestAmqpUpUnreachable(t *testing.T) {
 func TestAmqpReconnectCounted(t *testing.T) {
 	g := startGateway(t, nil)
 	m := g.srv.metrics
-	up := func(role string) float64 { return toFloat64(m.amqpUp.WithLabelValues(role)) }
-	reconnects := func(role string) float64 { return toFloat64(m.amqpReconnects.WithLabelValues(role)) }
-	for _, role := range []string{rolePublish, roleConsume} {
+	up := func(role string) float64 { return toFloat64(m.AMQPUp.WithLabelValues(role)) }
+	reconnects := func(role string) float64 { return toFloat64(m.AMQPReconnects.WithLabelValues(role)) }
+	for _, role := range []string{metrics.RolePublish, metrics.RoleConsume} {
 		if up(role) != 1 || reconnects(role) != 0 {
 			t.Fatalf("after start: up{%s}=%v reconnects{%s}=%v, want 1 and 0", role, up(role), role, reconnects(role))
 		}
 	}
 	testbroker.MustCloseConnections(t, "mcbridge-test "+t.Name()+" publish")
 	testbroker.Eventually(t, 20*time.Second, "the publish connection to come back", func() bool {
-		return reconnects(rolePublish) == 1 && up(rolePublish) == 1
+		return reconnects(metrics.RolePublish) == 1 && up(metrics.RolePublish) == 1
 	})
-	if reconnects(roleConsume) != 0 || up(roleConsume) != 1 {
-		t.Errorf("consume: up=%v reconnects=%v, want 1 and 0", up(roleConsume), reconnects(roleConsume))
+	if reconnects(metrics.RoleConsume) != 0 || up(metrics.RoleConsume) != 1 {
+		t.Errorf("consume: up=%v reconnects=%v, want 1 and 0", up(metrics.RoleConsume), reconnects(metrics.RoleConsume))
 	}
 	// The gateway publishes again.
 	q := testbroker.Name(t, "q")
@@ -176,22 +117,22 @@ func TestMetricLabelsBounded(t *testing.T) {
 	c.Do("GET x\r\n", "ERROR\r\n")
 	c.Close()
 	testbroker.Eventually(t, 10*time.Second, "the reservations to be requeued", func() bool {
-		return toFloat64(g.srv.metrics.requeued.WithLabelValues(autoLabel, reasonDisconnect)) == 5
+		return toFloat64(g.srv.metrics.Requeued.WithLabelValues(queues.AutoLabel, metrics.ReasonDisconnect)) == 5
 	})
 
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(g.srv.metrics.collectors()...)
+	reg.MustRegister(g.srv.metrics.Collectors()...)
 	fams, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	queues := map[string]bool{}
+	queueLabels := map[string]bool{}
 	for _, f := range fams {
 		for _, m := range f.GetMetric() {
 			for _, lp := range m.GetLabel() {
 				switch lp.GetName() {
 				case "queue":
-					queues[lp.GetValue()] = true
+					queueLabels[lp.GetValue()] = true
 				case "command":
 					if !knownCommandLabel(lp.GetValue()) {
 						t.Errorf("%s: command label %q", f.GetName(), lp.GetValue())
@@ -200,13 +141,13 @@ func TestMetricLabelsBounded(t *testing.T) {
 			}
 		}
 	}
-	if len(queues) != 2 || !queues[autoLabel] || !queues[yamlQ] {
-		t.Errorf("queue label values %v, want only %q and %q", queues, autoLabel, yamlQ)
+	if len(queueLabels) != 2 || !queueLabels[queues.AutoLabel] || !queueLabels[yamlQ] {
+		t.Errorf("queue label values %v, want only %q and %q", queueLabels, queues.AutoLabel, yamlQ)
 	}
-	if v := toFloat64(g.srv.metrics.reservationsOpen.WithLabelValues(yamlQ)); v != 0 {
+	if v := toFloat64(g.srv.metrics.ReservationsOpen.WithLabelValues(yamlQ)); v != 0 {
 		t.Errorf("reservations_open{%s} = %v after the disconnect, want 0", yamlQ, v)
 	}
-	if v := toFloat64(g.srv.metrics.requeued.WithLabelValues(yamlQ, reasonDisconnect)); v != 1 {
+	if v := toFloat64(g.srv.metrics.Requeued.WithLabelValues(yamlQ, metrics.ReasonDisconnect)); v != 1 {
 		t.Errorf("requeued_total{%s,disconnect} = %v, want 1", yamlQ, v)
 	}
 }

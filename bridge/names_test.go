@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mcbridge/mcbridge/bridge/internal/metrics"
 	"github.com/mcbridge/mcbridge/internal/testbroker"
 	"github.com/mcbridge/mcbridge/mcproto"
 )
@@ -72,8 +73,8 @@ func TestNamesTheBrokerWouldRefuse(t *testing.T) {
 		}
 	}
 	holder.Do("delete "+q+"\r\n", "DELETED\r\n")
-	for _, role := range []string{rolePublish, roleConsume} {
-		if v := toFloat64(g.srv.metrics.amqpReconnects.WithLabelValues(role)); v != 0 {
+	for _, role := range []string{metrics.RolePublish, metrics.RoleConsume} {
+		if v := toFloat64(g.srv.metrics.AMQPReconnects.WithLabelValues(role)); v != 0 {
 			t.Errorf("amqp_reconnects_total{role=%q} = %v, want 0", role, v)
 		}
 	}

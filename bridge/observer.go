@@ -6,18 +6,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mcbridge/mcbridge/amqp"
+	"github.com/mcbridge/mcbridge/bridge/internal/metrics"
 )
 
 // Observer receives broker events for a Server. It exists before the
 // server because the broker client needs it at construction.
 type Observer struct {
-	metrics *metrics
+	metrics *metrics.Metrics
 	srv     atomic.Pointer[Server]
 }
 
 // NewObserver registers the gateway's metrics on reg (nil: unregistered).
 func NewObserver(reg prometheus.Registerer) *Observer {
-	return &Observer{metrics: newMetrics(reg)}
+	return &Observer{metrics: metrics.New(reg, Version)}
 }
 
 var _ amqp.Observer = (*Observer)(nil)
@@ -25,12 +26,12 @@ var _ amqp.Observer = (*Observer)(nil)
 // ConnectionUp implements amqp.Observer. A role's gauge is 1 only when all
 // of its connections are up.
 func (o *Observer) ConnectionUp(role amqp.Role, index int, up bool) {
-	o.metrics.connectionUp(string(role), index, up)
+	o.metrics.ConnectionUp(string(role), index, up)
 }
 
 // Reconnected implements amqp.Observer.
 func (o *Observer) Reconnected(role amqp.Role) {
-	o.metrics.amqpReconnects.WithLabelValues(string(role)).Inc()
+	o.metrics.AMQPReconnects.WithLabelValues(string(role)).Inc()
 }
 
 // Blocked implements amqp.Observer.
@@ -39,7 +40,7 @@ func (o *Observer) Blocked(blocked bool) {
 	if blocked {
 		v = 1
 	}
-	o.metrics.amqpBlocked.Set(v)
+	o.metrics.AMQPBlocked.Set(v)
 }
 
 // DeliveriesLost implements amqp.Observer: reservations on a dead channel

@@ -166,5 +166,5 @@ func (s *Server) countAs(label string, t tally, k outcomeKind) {
 			}
 		}
 	}
-	s.metrics.commands.WithLabelValues(label, k.String()).Inc()
+	s.metrics.Commands.WithLabelValues(label, k.String()).Inc()
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/mcbridge/mcbridge/amqp"
+	"github.com/mcbridge/mcbridge/bridge/internal/metrics"
+	"github.com/mcbridge/mcbridge/bridge/internal/queues"
 )
 
 // reservation is a message handed to a client and not yet acked: the
@@ -16,7 +18,7 @@ import (
 // by id from another connection, the lease timer and a disconnect.
 type reservation struct {
 	id       uint64
-	queue    *queueState
+	queue    *queues.Queue
 	owner    *session
 	delivery *amqp.Delivery
 	flags    uint32
@@ -61,34 +63,34 @@ func (s *Server) settle(r *reservation, mode int, reason string) bool {
 	switch mode {
 	case settleAck:
 		if err := r.delivery.Ack(); err != nil {
-			s.log.Debug("ack of stale reservation not sent", "queue", r.queue.name, "err", err)
+			s.log.Debug("ack of stale reservation not sent", "queue", r.queue.Name, "err", err)
 		} else {
-			r.queue.acked.Add(1)
+			r.queue.Acked.Add(1)
 			told = true
 		}
 	case settleRequeue:
 		// An error means stale: the broker requeued it already when the
 		// channel died.
 		requeue := r.delivery.Requeue
-		if reason == reasonShutdown {
+		if reason == metrics.ReasonShutdown {
 			requeue = r.delivery.RequeueNow
 		}
 		if told = requeue() == nil; told {
-			s.metrics.requeued.WithLabelValues(r.queue.label, reason).Inc()
+			s.metrics.Requeued.WithLabelValues(r.queue.Label, reason).Inc()
 		}
 	}
 	s.registry.remove(r)
 	r.owner.forget(r)
-	r.queue.open.Add(-1)
-	s.metrics.reservationsOpen.WithLabelValues(r.queue.label).Dec()
+	r.queue.Open.Add(-1)
+	s.metrics.ReservationsOpen.WithLabelValues(r.queue.Label).Dec()
 	return told
 }
 
 // expire is the lease timer's end.
 func (s *Server) expire(r *reservation) {
 	if r.end() {
-		s.log.Debug("reservation lease ended; requeued", "queue", r.queue.name, "id", r.id)
-		s.settle(r, settleRequeue, reasonTimeout)
+		s.log.Debug("reservation lease ended; requeued", "queue", r.queue.Name, "id", r.id)
+		s.settle(r, settleRequeue, metrics.ReasonTimeout)
 	}
 }
 

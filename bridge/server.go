@@ -1,6 +1,3 @@
-// Package bridge joins the memcache protocol to the broker: each client
-// connection gets a session whose commands become publishes, reservations,
-// acks and requeues.
 package bridge
 
 import (
@@ -14,6 +11,8 @@ import (
 	"time"
 
 	"github.com/mcbridge/mcbridge/amqp"
+	"github.com/mcbridge/mcbridge/bridge/internal/metrics"
+	"github.com/mcbridge/mcbridge/bridge/internal/queues"
 	"github.com/mcbridge/mcbridge/config"
 )
 
@@ -25,8 +24,8 @@ type Server struct {
 	cfg      *config.Config
 	broker   *amqp.Client
 	log      *slog.Logger
-	metrics  *metrics
-	queues   *queueTable
+	metrics  *metrics.Metrics
+	queues   *queues.Table
 	registry *registry
 	ids      *idSource
 	stats    counters
@@ -66,7 +65,7 @@ func New(cfg *config.Config, broker *amqp.Client, obs *Observer, opts Options) *
 		broker:   broker,
 		log:      log.With("component", "bridge"),
 		metrics:  obs.metrics,
-		queues:   newQueueTable(cfg, broker),
+		queues:   queues.NewTable(cfg, broker),
 		registry: newRegistry(),
 		ids:      newIDSource(),
 		started:  time.Now(),
@@ -74,7 +73,7 @@ func New(cfg *config.Config, broker *amqp.Client, obs *Observer, opts Options) *
 		cancel:   cancel,
 		conns:    make(map[*conn]struct{}),
 	}
-	obs.metrics.configure(cfg)
+	obs.metrics.Configure(cfg)
 	obs.srv.Store(s)
 	return s
 }
@@ -190,8 +189,8 @@ func (s *Server) accept(nc net.Conn) {
 
 	s.stats.totalConns.Add(1)
 	s.stats.currConns.Add(1)
-	s.metrics.connections.Inc()
-	s.metrics.connectionsTotal.Inc()
+	s.metrics.Connections.Inc()
+	s.metrics.ConnectionsTotal.Inc()
 	go func() {
 		defer s.wg.Done()
 		defer func() {
@@ -199,7 +198,7 @@ func (s *Server) accept(nc net.Conn) {
 			delete(s.conns, c)
 			s.mu.Unlock()
 			s.stats.currConns.Add(-1)
-			s.metrics.connections.Dec()
+			s.metrics.Connections.Dec()
 		}()
 		c.serve()
 	}()
@@ -242,8 +241,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// whose owner raced the shutdown.
 	for _, r := range s.registry.all() {
 		if r.end() {
-			s.settle(r, settleRequeue, reasonShutdown)
+			s.settle(r, settleRequeue, metrics.ReasonShutdown)
 		}
 	}
 	return err
 }
+
+// Topology is everything the YAML declares, for amqp.Options.
+func Topology(cfg *config.Config) amqp.Topology { return queues.Topology(cfg) }

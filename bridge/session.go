@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mcbridge/mcbridge/amqp"
+	"github.com/mcbridge/mcbridge/bridge/internal/metrics"
 	"github.com/mcbridge/mcbridge/config"
 	"github.com/mcbridge/mcbridge/mcproto"
 )
@@ -196,7 +197,7 @@ func (s *session) holds(cmd mcproto.Op, key []byte) (*item, outcome) {
 func (s *session) store(ctx context.Context, key string, flags uint32, exptime int64, body []byte) outcome {
 	srv := s.srv
 	ttl, expired := expiration(exptime, time.Now())
-	exchange, qs, ok, err := srv.queues.route(ctx, key)
+	exchange, qs, ok, err := srv.queues.Route(ctx, key)
 	if err != nil {
 		return brokerOutcome(err)
 	}
@@ -225,7 +226,7 @@ func (s *session) store(ctx context.Context, key string, flags uint32, exptime i
 		// Our queue is gone (an operator deleted it): declare it again and
 		// publish once more. Nothing was stored the first time.
 		srv.broker.Forget(key)
-		if _, qs, ok, err = srv.queues.route(ctx, key); err != nil {
+		if _, qs, ok, err = srv.queues.Route(ctx, key); err != nil {
 			return brokerOutcome(err)
 		}
 		if !ok {
@@ -233,7 +234,7 @@ func (s *session) store(ctx context.Context, key string, flags uint32, exptime i
 		}
 		err = srv.broker.Publish(ctx, msg)
 	}
-	srv.metrics.publishDuration.Observe(time.Since(start).Seconds())
+	srv.metrics.PublishDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		if !errors.Is(err, amqp.ErrUnroutable) && !errors.Is(err, amqp.ErrNacked) && srv.publishFailLog.allow(10*time.Second) {
 			srv.log.Warn("publish failed; sets answer SERVER_ERROR", "err", err)
@@ -241,7 +242,7 @@ func (s *session) store(ctx context.Context, key string, flags uint32, exptime i
 		return brokerOutcome(err)
 	}
 	if qs != nil {
-		qs.published.Add(1)
+		qs.Published.Add(1)
 		// A wait polling this queue looks now.
 		srv.broker.Published(key)
 	}
@@ -299,11 +300,11 @@ func found(it *item, err error) (*item, outcome) {
 // on it.
 func (s *session) reserveWith(ctx context.Context, queue string, lease leaseAsk, fetch func(context.Context) (*amqp.Delivery, error)) (*item, error) {
 	srv := s.srv
-	qs, err := srv.queues.readable(ctx, queue)
+	qs, err := srv.queues.Readable(ctx, queue)
 	if err != nil || qs == nil {
 		return nil, err
 	}
-	manual := qs.ack != config.AckAuto
+	manual := qs.Ack != config.AckAuto
 	if manual {
 		s.mu.Lock()
 		busy := s.closed || s.held[queue] != nil || len(s.held) >= srv.cfg.Limits.MaxReservationsPerConnection
@@ -316,7 +317,7 @@ func (s *session) reserveWith(ctx context.Context, queue string, lease leaseAsk,
 	if errors.Is(err, amqp.ErrQueueNotFound) {
 		// Deleted behind our back (the client forgot it): declare it
 		// again if we may, and try once more.
-		if qs, err = srv.queues.readable(ctx, queue); err != nil || qs == nil {
+		if qs, err = srv.queues.Readable(ctx, queue); err != nil || qs == nil {
 			return nil, err
 		}
 		d, err = fetch(ctx)
@@ -329,14 +330,14 @@ func (s *session) reserveWith(ctx context.Context, queue string, lease leaseAsk,
 		return nil, err
 	}
 	if d.Redelivered {
-		srv.metrics.redelivered.WithLabelValues(qs.label).Inc()
+		srv.metrics.Redelivered.WithLabelValues(qs.Label).Inc()
 	}
 	it := &item{flags: flagsFrom(d.Headers), body: d.Body}
 	if !manual {
 		it.autoAck = d
 		return it, nil
 	}
-	leaseDur := qs.lease
+	leaseDur := qs.Lease
 	if lease.set {
 		leaseDur = lease.d
 	}
@@ -357,15 +358,15 @@ func (s *session) reserveWith(ctx context.Context, queue string, lease leaseAsk,
 		// The connection went away while we fetched.
 		if r.end() {
 			_ = d.Requeue()
-			srv.metrics.requeued.WithLabelValues(qs.label, reasonDisconnect).Inc()
+			srv.metrics.Requeued.WithLabelValues(qs.Label, metrics.ReasonDisconnect).Inc()
 		}
 		return nil, nil
 	}
 	s.held[queue] = r
 	s.mu.Unlock()
 	srv.registry.add(r)
-	qs.open.Add(1)
-	srv.metrics.reservationsOpen.WithLabelValues(qs.label).Inc()
+	qs.Open.Add(1)
+	srv.metrics.ReservationsOpen.WithLabelValues(qs.Label).Inc()
 	r.timer.Reset(r.capLease(leaseDur, time.Now()))
 	it.r = r
 	it.cas = r.id
@@ -379,7 +380,7 @@ func (s *session) peek(ctx context.Context, queue string) (*item, error) {
 	if r := s.heldOn(queue); r != nil {
 		return &item{flags: r.flags, body: r.body}, nil
 	}
-	qs, err := s.srv.queues.readable(ctx, queue)
+	qs, err := s.srv.queues.Readable(ctx, queue)
 	if err != nil || qs == nil {
 		return nil, err
 	}
@@ -406,8 +407,8 @@ func (s *session) delivered(items []*item, writeErr error) {
 			continue
 		}
 		if it.autoAck.Ack() == nil {
-			if qs := s.srv.queues.state(it.autoAck.Queue); qs != nil {
-				qs.acked.Add(1)
+			if qs := s.srv.queues.State(it.autoAck.Queue); qs != nil {
+				qs.Acked.Add(1)
 			}
 		}
 	}
@@ -419,7 +420,7 @@ func (s *session) requeueUnsent(it *item) {
 	case it == nil:
 	case it.r != nil:
 		if it.r.end() {
-			s.srv.settle(it.r, settleRequeue, reasonAbort)
+			s.srv.settle(it.r, settleRequeue, metrics.ReasonAbort)
 		}
 	case it.autoAck != nil:
 		_ = it.autoAck.Requeue()
@@ -445,7 +446,7 @@ func (s *session) ack(queue string) bool {
 // ackID acks the reservation with that id on queue, held by any connection.
 func (s *session) ackID(queue string, id uint64) bool {
 	r := s.srv.registry.get(id)
-	if r == nil || r.queue.name != queue || !r.end() {
+	if r == nil || r.queue.Name != queue || !r.end() {
 		return false
 	}
 	return s.srv.settle(r, settleAck, "")
@@ -457,7 +458,7 @@ func (s *session) abort(queue string) bool {
 	if r == nil || !r.end() {
 		return false
 	}
-	return s.srv.settle(r, settleRequeue, reasonAbort)
+	return s.srv.settle(r, settleRequeue, metrics.ReasonAbort)
 }
 
 // setLease sets r's lease from a memcached exptime: 0 = the queue's
@@ -474,9 +475,9 @@ func (s *session) setLease(r *reservation, exptime int64) bool {
 		return false
 	}
 	now := time.Now()
-	lease, requeue := leaseFor(exptime, r.queue.lease, now)
+	lease, requeue := leaseFor(exptime, r.queue.Lease, now)
 	if requeue {
-		return s.abort(r.queue.name)
+		return s.abort(r.queue.Name)
 	}
 	lease = r.capLease(lease, now)
 	if lease <= 0 {
@@ -492,8 +493,8 @@ func (s *session) setLease(r *reservation, exptime int64) bool {
 // forget removes r from the held set if it is still there.
 func (s *session) forget(r *reservation) {
 	s.mu.Lock()
-	if s.held[r.queue.name] == r {
-		delete(s.held, r.queue.name)
+	if s.held[r.queue.Name] == r {
+		delete(s.held, r.queue.Name)
 	}
 	s.mu.Unlock()
 }

@@ -84,16 +84,16 @@ func (s *Server) generalStats() []stat {
 		{"bytes_written", u(st.bytesWritten.Load())},
 		{"threads", i(int64(runtime.GOMAXPROCS(0)))},
 	}
-	for _, qs := range s.queues.list() {
-		prefix := "queue_" + qs.name
+	for _, qs := range s.queues.List() {
+		prefix := "queue_" + qs.Name
 		items := "unknown"
-		if n, ok := qs.readyCount(s.ctx, s.broker); ok {
+		if n, ok := qs.ReadyCount(s.ctx, s.broker); ok {
 			items = i(int64(n))
 		}
 		list = append(list,
 			stat{prefix + "_items", items},
-			stat{prefix + "_open_transactions", i(qs.open.Load())},
-			stat{prefix + "_total_items", u(qs.published.Load())})
+			stat{prefix + "_open_transactions", i(qs.Open.Load())},
+			stat{prefix + "_total_items", u(qs.Published.Load())})
 	}
 	return list
 }
@@ -101,8 +101,8 @@ func (s *Server) generalStats() []stat {
 // queueStats is memcacheq's "stats queue": published/acked per queue.
 func (s *Server) queueStats() []stat {
 	var list []stat
-	for _, qs := range s.queues.list() {
-		list = append(list, stat{qs.name, strconv.FormatUint(qs.published.Load(), 10) + "/" + strconv.FormatUint(qs.acked.Load(), 10)})
+	for _, qs := range s.queues.List() {
+		list = append(list, stat{qs.Name, strconv.FormatUint(qs.Published.Load(), 10) + "/" + strconv.FormatUint(qs.Acked.Load(), 10)})
 	}
 	return list
 }

@@ -1,46 +1,50 @@
-package bridge
+// Package metrics defines the gateway's Prometheus series (SPEC §5): their
+// names, help, label sets, and the series that exist from the start. Label
+// values come from the config or from fixed sets, never from raw client
+// keys.
+package metrics
 
 import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mcbridge/mcbridge/bridge/internal/queues"
 	"github.com/mcbridge/mcbridge/config"
 )
 
-// Requeue reasons, a fixed label set.
+// Requeue reasons, the reason label's values.
 const (
-	reasonDisconnect = "disconnect"
-	reasonTimeout    = "timeout"
-	reasonAbort      = "abort"
-	reasonShutdown   = "shutdown"
+	ReasonDisconnect = "disconnect"
+	ReasonTimeout    = "timeout"
+	ReasonAbort      = "abort"
+	ReasonShutdown   = "shutdown"
 )
 
 // requeueReasons are every value of the reason label.
-var requeueReasons = []string{reasonDisconnect, reasonTimeout, reasonAbort, reasonShutdown}
+var requeueReasons = []string{ReasonDisconnect, ReasonTimeout, ReasonAbort, ReasonShutdown}
 
 // Broker connection roles, the role label's values (amqp.RolePublish and
 // amqp.RoleConsume).
 const (
-	rolePublish = "publish"
-	roleConsume = "consume"
+	RolePublish = "publish"
+	RoleConsume = "consume"
 )
 
-// metrics are the gateway's Prometheus series (SPEC §5). Label values come
-// from the config or from fixed sets, never from raw client keys.
-type metrics struct {
-	connections      prometheus.Gauge
-	connectionsTotal prometheus.Counter
-	commands         *prometheus.CounterVec
-	publishDuration  prometheus.Histogram
-	reservationsOpen *prometheus.GaugeVec
-	requeued         *prometheus.CounterVec
-	redelivered      *prometheus.CounterVec
-	amqpUp           *prometheus.GaugeVec
-	amqpReconnects   *prometheus.CounterVec
-	amqpBlocked      prometheus.Gauge
-	bytesRead        prometheus.Counter
-	bytesWritten     prometheus.Counter
+// Metrics are the gateway's Prometheus series.
+type Metrics struct {
+	Connections      prometheus.Gauge
+	ConnectionsTotal prometheus.Counter
+	Commands         *prometheus.CounterVec
+	PublishDuration  prometheus.Histogram
+	ReservationsOpen *prometheus.GaugeVec
+	Requeued         *prometheus.CounterVec
+	Redelivered      *prometheus.CounterVec
+	AMQPUp           *prometheus.GaugeVec
+	AMQPReconnects   *prometheus.CounterVec
+	AMQPBlocked      prometheus.Gauge
+	BytesRead        prometheus.Counter
+	BytesWritten     prometheus.Counter
 	buildInfo        *prometheus.GaugeVec
 
 	// up tracks each broker connection, so that mcbridge_amqp_up{role} is 1
@@ -50,45 +54,47 @@ type metrics struct {
 	expected map[string]int          // guarded by upMu; role -> connection count
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{
-		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+// New makes the series, registered on reg (nil: unregistered);
+// mcbridge_build_info carries version.
+func New(reg prometheus.Registerer, version string) *Metrics {
+	m := &Metrics{
+		Connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mcbridge_connections", Help: "Open client connections.",
 		}),
-		connectionsTotal: prometheus.NewCounter(prometheus.CounterOpts{
+		ConnectionsTotal: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mcbridge_connections_total", Help: "Client connections accepted.",
 		}),
-		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Commands: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcbridge_commands_total",
 			Help: "Commands by command and result; a retrieval counts once per key.",
 		}, []string{"command", "result"}),
-		publishDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+		PublishDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "mcbridge_publish_duration_seconds",
 			Help:    "Time from a set to the broker's confirm.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}),
-		reservationsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		ReservationsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mcbridge_reservations_open", Help: "Messages reserved by clients and not yet acked.",
 		}, []string{"queue"}),
-		requeued: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Requeued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcbridge_requeued_total", Help: "Reservations put back to their queue, by reason.",
 		}, []string{"queue", "reason"}),
-		redelivered: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Redelivered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcbridge_redelivered_total", Help: "Messages handed out that the broker marked redelivered.",
 		}, []string{"queue"}),
-		amqpUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		AMQPUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mcbridge_amqp_up", Help: "1 while every broker connection of the role is up.",
 		}, []string{"role"}),
-		amqpReconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+		AMQPReconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcbridge_amqp_reconnects_total", Help: "Broker reconnections (not first connections), by role.",
 		}, []string{"role"}),
-		amqpBlocked: prometheus.NewGauge(prometheus.GaugeOpts{
+		AMQPBlocked: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mcbridge_amqp_blocked", Help: "1 while the broker blocks publishing (resource alarm).",
 		}),
-		bytesRead: prometheus.NewCounter(prometheus.CounterOpts{
+		BytesRead: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mcbridge_bytes_read_total", Help: "Bytes read from clients.",
 		}),
-		bytesWritten: prometheus.NewCounter(prometheus.CounterOpts{
+		BytesWritten: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mcbridge_bytes_written_total", Help: "Bytes written to clients.",
 		}),
 		buildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -98,53 +104,53 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		expected: make(map[string]int),
 	}
 	if reg != nil {
-		reg.MustRegister(m.collectors()...)
+		reg.MustRegister(m.Collectors()...)
 	}
 	// Every role's series exists from the start: down (0) until its
 	// connections report up, no reconnection yet.
-	for _, role := range []string{rolePublish, roleConsume} {
-		m.amqpUp.WithLabelValues(role).Set(0)
-		m.amqpReconnects.WithLabelValues(role)
+	for _, role := range []string{RolePublish, RoleConsume} {
+		m.AMQPUp.WithLabelValues(role).Set(0)
+		m.AMQPReconnects.WithLabelValues(role)
 	}
-	m.buildInfo.WithLabelValues(Version).Set(1)
+	m.buildInfo.WithLabelValues(version).Set(1)
 	return m
 }
 
-// collectors are every series of the gateway, for registration.
-func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.connections, m.connectionsTotal, m.commands, m.publishDuration,
-		m.reservationsOpen, m.requeued, m.redelivered, m.amqpUp, m.amqpReconnects,
-		m.amqpBlocked, m.bytesRead, m.bytesWritten, m.buildInfo}
+// Collectors are every series of the gateway, for registration.
+func (m *Metrics) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.Connections, m.ConnectionsTotal, m.Commands, m.PublishDuration,
+		m.ReservationsOpen, m.Requeued, m.Redelivered, m.AMQPUp, m.AMQPReconnects,
+		m.AMQPBlocked, m.BytesRead, m.BytesWritten, m.buildInfo}
 }
 
-// configure creates the per-queue series of every YAML queue and of the
+// Configure creates the per-queue series of every YAML queue and of the
 // shared "_auto" label at zero, so that dashboards and alerts see them
 // before the first event, and records how many broker connections each
 // role has.
-func (m *metrics) configure(cfg *config.Config) {
-	labels := []string{autoLabel}
+func (m *Metrics) Configure(cfg *config.Config) {
+	labels := []string{queues.AutoLabel}
 	for i := range cfg.Queues {
 		labels = append(labels, cfg.Queues[i].Name)
 	}
 	for _, q := range labels {
-		m.reservationsOpen.WithLabelValues(q)
-		m.redelivered.WithLabelValues(q)
+		m.ReservationsOpen.WithLabelValues(q)
+		m.Redelivered.WithLabelValues(q)
 		for _, reason := range requeueReasons {
-			m.requeued.WithLabelValues(q, reason)
+			m.Requeued.WithLabelValues(q, reason)
 		}
 	}
 	m.upMu.Lock()
-	m.expected[rolePublish] = 1
-	m.expected[roleConsume] = max(cfg.AMQP.ConsumeConnections, 1)
-	for _, role := range []string{rolePublish, roleConsume} {
+	m.expected[RolePublish] = 1
+	m.expected[RoleConsume] = max(cfg.AMQP.ConsumeConnections, 1)
+	for _, role := range []string{RolePublish, RoleConsume} {
 		m.setUpLocked(role)
 	}
 	m.upMu.Unlock()
 }
 
-// connectionUp records one broker connection's state and updates its
+// ConnectionUp records one broker connection's state and updates its
 // role's gauge.
-func (m *metrics) connectionUp(role string, index int, up bool) {
+func (m *Metrics) ConnectionUp(role string, index int, up bool) {
 	m.upMu.Lock()
 	defer m.upMu.Unlock()
 	if m.up[role] == nil {
@@ -157,7 +163,7 @@ func (m *metrics) connectionUp(role string, index int, up bool) {
 // setUpLocked sets the role's gauge: 1 when at least one connection
 // reported, every reported one is up, and none of the expected ones is
 // missing.
-func (m *metrics) setUpLocked(role string) {
+func (m *Metrics) setUpLocked(role string) {
 	conns := m.up[role]
 	v := 1.0
 	if len(conns) == 0 {
@@ -173,5 +179,5 @@ func (m *metrics) setUpLocked(role string) {
 			v = 0
 		}
 	}
-	m.amqpUp.WithLabelValues(role).Set(v)
+	m.AMQPUp.WithLabelValues(role).Set(v)
 }

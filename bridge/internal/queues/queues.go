@@ -1,4 +1,9 @@
-package bridge
+// Package queues resolves memcache keys to the queues and exchanges they
+// mean (SPEC §3: YAML queues, auto-declared ones, kestrel fanout children,
+// exchange key patterns) and keeps what this gateway instance knows of
+// each queue it has used: its settings, its counters for stats and its
+// ready count. It knows config and amqp, nothing of the memcache protocol.
+package queues
 
 import (
 	"context"
@@ -13,24 +18,24 @@ import (
 	"github.com/mcbridge/mcbridge/config"
 )
 
-// autoLabel is the metric label shared by queues that are not in the YAML,
+// AutoLabel is the metric label shared by queues that are not in the YAML,
 // so that clients cannot grow the label set with keys of their own.
-const autoLabel = "_auto"
+const AutoLabel = "_auto"
 
-// queueState is what this instance knows of one queue it has used.
-type queueState struct {
-	name  string
-	label string // metric label
-	ack   config.AckMode
-	lease time.Duration
+// Queue is what this instance knows of one queue it has used.
+type Queue struct {
+	Name  string
+	Label string // metric label: the name of a YAML queue, else AutoLabel
+	Ack   config.AckMode
+	Lease time.Duration // reservation_timeout
 	spec  amqp.QueueSpec
 	// passive: the queue is auto-declared, so an existing one is used as
 	// operators made it.
 	passive bool
 
-	published atomic.Uint64 // stored through this instance since start
-	acked     atomic.Uint64 // acked through this instance since start
-	open      atomic.Int64  // reservations held here now
+	Published atomic.Uint64 // stored through this instance since start
+	Acked     atomic.Uint64 // acked through this instance since start
+	Open      atomic.Int64  // reservations held here now
 
 	depthMu sync.Mutex
 	depth   int       // guarded by depthMu
@@ -38,28 +43,30 @@ type queueState struct {
 	depthOK bool      // guarded by depthMu
 }
 
-// queueTable resolves keys to queues and remembers every queue used since
+// Table resolves keys to queues and remembers every queue used since
 // start (for stats).
-type queueTable struct {
+type Table struct {
 	cfg    *config.Config
 	broker *amqp.Client
 
 	mu sync.RWMutex
-	m  map[string]*queueState // guarded by mu
+	m  map[string]*Queue // guarded by mu
 }
 
-func newQueueTable(cfg *config.Config, broker *amqp.Client) *queueTable {
-	t := &queueTable{cfg: cfg, broker: broker, m: make(map[string]*queueState)}
+// NewTable returns a table that knows the YAML queues of cfg and declares
+// queues through broker.
+func NewTable(cfg *config.Config, broker *amqp.Client) *Table {
+	t := &Table{cfg: cfg, broker: broker, m: make(map[string]*Queue)}
 	// YAML queues are listed by stats from the start.
 	for i := range cfg.Queues {
-		t.state(cfg.Queues[i].Name)
+		t.State(cfg.Queues[i].Name)
 	}
 	return t
 }
 
-// state returns the queue's state, creating it on first use. Callers have
+// State returns the queue's state, creating it on first use. Callers have
 // checked that the name may be used (configured or auto-declarable).
-func (t *queueTable) state(name string) *queueState {
+func (t *Table) State(name string) *Queue {
 	t.mu.RLock()
 	qs := t.m[name]
 	t.mu.RUnlock()
@@ -72,20 +79,20 @@ func (t *queueTable) state(name string) *queueState {
 		return qs
 	}
 	if q, ok := t.cfg.Queue(name); ok {
-		qs = &queueState{
-			name:  name,
-			label: name,
-			ack:   q.Ack,
-			lease: q.ReservationTimeout,
-			spec:  QueueSpec(q),
+		qs = &Queue{
+			Name:  name,
+			Label: name,
+			Ack:   q.Ack,
+			Lease: q.ReservationTimeout,
+			spec:  Spec(q),
 		}
 	} else {
 		d := t.cfg.Defaults
-		qs = &queueState{
-			name:    name,
-			label:   autoLabel,
-			ack:     d.Ack,
-			lease:   d.ReservationTimeout,
+		qs = &Queue{
+			Name:    name,
+			Label:   AutoLabel,
+			Ack:     d.Ack,
+			Lease:   d.ReservationTimeout,
 			spec:    amqp.QueueSpec{Name: name, Quorum: d.QueueType == config.QueueQuorum},
 			passive: true,
 		}
@@ -97,13 +104,13 @@ func (t *queueTable) state(name string) *queueState {
 	return qs
 }
 
-// readable returns the queue a get of name reads, declaring it if needed,
+// Readable returns the queue a get of name reads, declaring it if needed,
 // or nil when the name is neither configured nor auto-declarable (a miss).
-func (t *queueTable) readable(ctx context.Context, name string) (*queueState, error) {
+func (t *Table) Readable(ctx context.Context, name string) (*Queue, error) {
 	if _, ok := t.cfg.Queue(name); !ok && !t.cfg.AutoDeclarable(name) && t.fanoutParent(name) == "" {
 		return nil, nil
 	}
-	qs := t.state(name)
+	qs := t.State(name)
 	if err := t.broker.EnsureQueue(ctx, qs.spec, qs.passive); err != nil {
 		return nil, err
 	}
@@ -113,7 +120,7 @@ func (t *queueTable) readable(ctx context.Context, name string) (*queueState, er
 // fanoutParent implements kestrel's fanout naming: "parent+child" is a
 // queue bound to the fanout exchange "parent", whatever auto_declare says.
 // It returns "" when name is not such a child.
-func (t *queueTable) fanoutParent(name string) string {
+func (t *Table) fanoutParent(name string) string {
 	parent, child, ok := strings.Cut(name, "+")
 	if !ok || child == "" || strings.HasPrefix(name, "amq.") {
 		return ""
@@ -124,29 +131,29 @@ func (t *queueTable) fanoutParent(name string) string {
 	return ""
 }
 
-// route says where a set of key goes: the first exchange whose keys match,
-// else the queue of that name via the default exchange. ok is false when
-// neither applies (NOT_STORED).
-func (t *queueTable) route(ctx context.Context, key string) (exchange string, qs *queueState, ok bool, err error) {
+// Route says where a set of key goes: the first exchange whose keys match,
+// else the queue of that name via the default exchange (qs). ok is false
+// when neither applies (NOT_STORED).
+func (t *Table) Route(ctx context.Context, key string) (exchange string, qs *Queue, ok bool, err error) {
 	if ex, found := t.cfg.ExchangeFor(key); found {
 		return ex.Name, nil, true, nil
 	}
-	qs, err = t.readable(ctx, key)
+	qs, err = t.Readable(ctx, key)
 	if err != nil || qs == nil {
 		return "", nil, false, err
 	}
 	return "", qs, true, nil
 }
 
-// list returns every known queue, sorted by name.
-func (t *queueTable) list() []*queueState {
+// List returns every known queue, sorted by name.
+func (t *Table) List() []*Queue {
 	t.mu.RLock()
-	out := make([]*queueState, 0, len(t.m))
+	out := make([]*Queue, 0, len(t.m))
 	for _, qs := range t.m {
 		out = append(out, qs)
 	}
 	t.mu.RUnlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
@@ -154,21 +161,21 @@ func (t *queueTable) list() []*queueState {
 // monitoring loop cannot turn into a stream of broker calls.
 const depthTTL = time.Second
 
-// readyCount is the number of ready messages in the broker, cached briefly;
+// ReadyCount is the number of ready messages in the broker, cached briefly;
 // ok is false when it is unknown (queue missing or broker unreachable).
-func (qs *queueState) readyCount(ctx context.Context, broker *amqp.Client) (int, bool) {
+func (qs *Queue) ReadyCount(ctx context.Context, broker *amqp.Client) (int, bool) {
 	qs.depthMu.Lock()
 	defer qs.depthMu.Unlock()
 	if time.Since(qs.depthAt) < depthTTL {
 		return qs.depth, qs.depthOK
 	}
-	n, found, err := broker.QueueDepth(ctx, qs.name)
+	n, found, err := broker.QueueDepth(ctx, qs.Name)
 	qs.depth, qs.depthOK, qs.depthAt = n, err == nil && found, time.Now()
 	return qs.depth, qs.depthOK
 }
 
-// QueueSpec converts a YAML queue to what the amqp package declares.
-func QueueSpec(q *config.Queue) amqp.QueueSpec {
+// Spec converts a YAML queue to what the amqp package declares.
+func Spec(q *config.Queue) amqp.QueueSpec {
 	spec := amqp.QueueSpec{
 		Name:               q.Name,
 		Quorum:             q.Type == config.QueueQuorum,
@@ -198,7 +205,7 @@ func Topology(cfg *config.Config) amqp.Topology {
 		t.Exchanges = append(t.Exchanges, spec)
 	}
 	for i := range cfg.Queues {
-		t.Queues = append(t.Queues, QueueSpec(&cfg.Queues[i]))
+		t.Queues = append(t.Queues, Spec(&cfg.Queues[i]))
 	}
 	return t
 }
