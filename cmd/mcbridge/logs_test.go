@@ -66,7 +66,7 @@ func TestNewLogger(t *testing.T) {
 		})
 	}
 	// run refuses them before touching the broker or a port.
-	err := run(context.Background(), []string{"-log-format", "xml"}, io.Discard, io.Discard)
+	err := run(context.Background(), []string{"-log-format", "xml"}, io.Discard, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), "-log-format") {
 		t.Errorf("run -log-format xml: %v", err)
 	}
@@ -147,6 +147,11 @@ func TestLogsQuietAtInfo(t *testing.T) {
 		}
 		if l.str("msg") == "mcbridge serving" {
 			serving = i
+			// Operators read the bound addresses there.
+			if l.str("listen") != g.mcAddr || l.str("metrics") != g.httpAddr {
+				t.Errorf("\"mcbridge serving\" names listen %q and metrics %q, want the bound %s and %s",
+					l.str("listen"), l.str("metrics"), g.mcAddr, g.httpAddr)
+			}
 		}
 	}
 	if serving < 0 {

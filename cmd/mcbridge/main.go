@@ -16,7 +16,7 @@ func main() {
 	// The first signal starts a graceful stop; giving the signals their
 	// default action back makes a second one end the process at once.
 	context.AfterFunc(ctx, stop)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, nil)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mcbridge:", err)

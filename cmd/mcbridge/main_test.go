@@ -68,9 +68,9 @@ type gateway struct {
 
 // startRun writes yamlText to a config file and runs mcbridge on it with
 // -log-format json and the extra flags. yamlText should listen on port 0;
-// the bound addresses are read from the "mcbridge serving" log line. The
-// gateway stops gracefully when the test ends. Its amqp.urls must not
-// reach the machine's broker (testYAML points them at the private node).
+// run reports the bound addresses once it serves. The gateway stops
+// gracefully when the test ends. Its amqp.urls must not reach the
+// machine's broker (testYAML points them at the private node).
 func startRun(t *testing.T, yamlText string, extra ...string) *gateway {
 	t.Helper()
 	mustBePrivateYAML(t, yamlText)
@@ -81,28 +81,26 @@ func startRun(t *testing.T, yamlText string, extra ...string) *gateway {
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &gateway{t: t, logs: &testserve.LogBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	args := append([]string{"-config", file, "-log-format", "json"}, extra...)
-	go func() { g.done <- run(ctx, args, io.Discard, g.logs) }()
+	serving := make(chan boundAddrs, 1)
+	go func() {
+		g.done <- run(ctx, args, io.Discard, g.logs, func(a boundAddrs) { serving <- a })
+	}()
 	t.Cleanup(g.stop)
 
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		for _, l := range jsonLines(t, g.logs.String()) {
-			if l.str("msg") == "mcbridge serving" {
-				g.mcAddr, g.httpAddr = l.str("listen"), l.str("metrics")
-				return g
-			}
+	select {
+	case a := <-serving:
+		g.mcAddr = a.listen.String()
+		if a.metrics != nil {
+			g.httpAddr = a.metrics.String()
 		}
-		select {
-		case err := <-g.done:
-			g.done <- err
-			t.Fatalf("mcbridge stopped before serving: %v\nlogs:\n%s", err, g.logs)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mcbridge did not log \"mcbridge serving\" within 30s; logs:\n%s", g.logs)
-		}
-		time.Sleep(10 * time.Millisecond)
+		return g
+	case err := <-g.done:
+		g.done <- err
+		t.Fatalf("mcbridge stopped before serving: %v\nlogs:\n%s", err, g.logs)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("mcbridge did not serve within 30s; logs:\n%s", g.logs)
 	}
+	return nil
 }
 
 // mustBePrivateYAML fails the test unless the config's amqp.urls keep off

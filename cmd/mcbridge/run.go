@@ -27,7 +27,17 @@ import (
 // (a set waiting for its confirm) before closing connections hard.
 const shutdownGrace = 10 * time.Second
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// boundAddrs are the addresses mcbridge serves on, as bound: a port 0 in
+// the config has become a free port.
+type boundAddrs struct {
+	listen  net.Addr
+	metrics net.Addr // nil when metrics_listen is ""
+}
+
+// run is mcbridge: it parses args, then serves until ctx ends. serving, if
+// not nil, is called once it serves, with the bound addresses (tests listen
+// on port 0 and learn the ports here).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, serving func(boundAddrs)) error {
 	fs := flag.NewFlagSet("mcbridge", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configFile := fs.String("config", "", "YAML config `file` (default: built-in defaults)")
@@ -68,7 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, log)
+	return serve(ctx, cfg, log, serving)
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
@@ -86,7 +96,7 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("-log-format %q: want text or json", format)
 }
 
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, serving func(boundAddrs)) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -142,6 +152,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		ln = tls.NewListener(ln, tc)
 	}
 
+	bound := boundAddrs{listen: ln.Addr()}
 	var metricsSrv *http.Server
 	metricsAddr := "disabled"
 	if cfg.MetricsListen != "" {
@@ -150,6 +161,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			ln.Close()
 			return fmt.Errorf("listen on metrics_listen %s: %w", cfg.MetricsListen, err)
 		}
+		bound.metrics = mln.Addr()
 		metricsAddr = mln.Addr().String()
 		metricsSrv = &http.Server{Handler: httpHandler(reg, broker), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
@@ -163,6 +175,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	go func() { serveErr <- srv.Serve(ln) }()
 	// The addresses logged are the bound ones (port 0 picks a free port).
 	log.Info("mcbridge serving", "listen", ln.Addr().String(), "metrics", metricsAddr, "version", bridge.Version)
+	if serving != nil {
+		serving(bound)
+	}
 
 	select {
 	case <-ctx.Done():
