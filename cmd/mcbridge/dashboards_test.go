@@ -276,11 +276,6 @@ func checkExpr(ix seriesIndex, expr string) []string {
 			problems = append(problems, fmt.Sprintf("grouping label %q is on none of the metrics (%v)", l, known))
 		}
 	}
-	for _, f := range refs.functions {
-		if !slices.Contains(promFunctions, f) && !slices.Contains(promAggregations, f) {
-			problems = append(problems, fmt.Sprintf("unknown function %s", f))
-		}
-	}
 	return problems
 }
 
@@ -331,10 +326,12 @@ func TestPromQLChecker(t *testing.T) {
 		{"histogram without suffix", `histogram_quantile(0.9, rate(mcbridge_publish_duration_seconds[5m]))`, "does not exist"},
 		{"label typo", `mcbridge_commands_total{reslt="hit"}`, `has no label "reslt"`},
 		{"grouping typo", `sum by (comand) (mcbridge_commands_total)`, `grouping label "comand"`},
-		{"function typo", `sum(rat(mcbridge_commands_total[5m]))`, "unknown function rat"},
+		{"function typo", `sum(rat(mcbridge_commands_total[5m]))`, `unknown function with name "rat"`},
 		{"no metric", `vector(1)`, "names no metric"},
-		{"unbalanced", `sum(rate(mcbridge_commands_total[5m])`, "unbalanced"},
+		{"unbalanced", `sum(rate(mcbridge_commands_total[5m])`, "unclosed left parenthesis"},
 		{"unterminated", `mcbridge_commands_total{result="hit}`, "unterminated"},
+		{"instant vector to rate", `rate(mcbridge_commands_total)`, "expected type range vector"},
+		{"group_left typo", `mcbridge_commands_total * on (instance) group_left (comand) up`, `grouping label "comand"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -38,11 +37,6 @@ func TestPromtoolRulesAndConfig(t *testing.T) {
 	runPromtool(t, "check", "config", "deploy/prometheus/prometheus.yml")
 }
 
-var (
-	grafanaInterval = regexp.MustCompile(`\$__(rate_interval|interval|range)\b`)
-	grafanaVariable = regexp.MustCompile(`\$\{?[A-Za-z_][A-Za-z0-9_]*\}?`)
-)
-
 // Every dashboard expression is valid PromQL: with Grafana's variables
 // replaced (intervals by 5m, the others by ".*", as "All" does), they are
 // written as recording rules and checked by promtool.
@@ -53,8 +47,7 @@ func TestPromtoolDashboardExprs(t *testing.T) {
 	}
 	var rules []rule
 	for i, e := range dashboardExprs(t) {
-		expr := grafanaInterval.ReplaceAllString(e.expr, "5m")
-		expr = grafanaVariable.ReplaceAllString(expr, ".*")
+		expr := fromGrafana(e.expr)
 		rules = append(rules, rule{Record: fmt.Sprintf("dashboard:expr_%d", i), Expr: expr})
 		t.Logf("%s: %s", e.where, expr)
 	}
