@@ -13,9 +13,9 @@ import (
 type settleKind uint8
 
 const (
-	settleAck      settleKind = iota // basic.ack
-	settleReject                     // basic.reject(requeue): a processing failure
-	settleGiveBack                   // basic.nack(requeue): prefetched, never claimed
+	settleAck           settleKind = iota // basic.ack
+	settleReject                          // basic.reject(requeue): a processing failure
+	settleNackUnclaimed                   // basic.nack(requeue): prefetched, never claimed
 )
 
 func (k settleKind) send(d *Delivery) error {

@@ -34,7 +34,7 @@ type Client struct {
 
 	fmu      sync.Mutex
 	fetchers map[string]*fetcher // guarded by fmu; one per queue used
-	given    givenBack
+	returned returnedUnclaimed
 	tagSeq   atomic.Uint64
 
 	runCtx context.Context // ends at Close

@@ -60,7 +60,7 @@ func (d *Delivery) Requeue() error {
 		d.settledNow()
 		return ErrStale
 	}
-	d.f.giveBack([]*Delivery{d}, nil)
+	d.f.requeue([]*Delivery{d}, nil)
 	return nil
 }
 

@@ -468,7 +468,7 @@ func (f *fetcher) unclaimed(d *Delivery) {
 		return
 	}
 	f.mu.Unlock()
-	f.giveBack(nil, []*Delivery{d})
+	f.requeue(nil, []*Delivery{d})
 }
 
 // handLocked gives d to the oldest waiter. It is done under mu, so that a
@@ -499,12 +499,12 @@ func (f *fetcher) failWaitersLocked(err error) {
 	f.waiters = nil
 }
 
-// giveBack puts deliveries back in the queue: rejects (basic.reject with
-// requeue: a client had them, and a quorum queue counts that) and nacks
-// (basic.nack with requeue: nobody claimed them). Every unclaimed
+// requeue puts deliveries back in the queue: rejects (basic.reject with
+// requeue: a client had them, and a quorum queue counts that) and unclaimed
+// ones (basic.nack with requeue: nobody claimed them). Every unclaimed
 // prefetched delivery goes back with them. It returns when the broker has
 // them back (see fetcher for the order this keeps).
-func (f *fetcher) giveBack(rejects, nacks []*Delivery) {
+func (f *fetcher) requeue(rejects, unclaimed []*Delivery) {
 	f.mu.Lock()
 	f.rewinds++
 	// Both end within an RPC timeout or two, unless the broker froze;
@@ -521,18 +521,18 @@ func (f *fetcher) giveBack(rejects, nacks []*Delivery) {
 		f.mu.Lock()
 	}
 	for _, b := range f.buf {
-		nacks = append(nacks, b.d)
+		unclaimed = append(unclaimed, b.d)
 	}
 	clear(f.buf)
 	f.buf = f.buf[:0]
 	waited := !(f.state != stateIdle || f.gets > 0)
 	f.mu.Unlock()
-	f.c.opts.Logger.Debug("give back", "queue", f.queue, "rejects", len(rejects), "nacks", len(nacks), "in order", waited)
+	f.c.opts.Logger.Debug("requeue", "queue", f.queue, "rejects", len(rejects), "unclaimed", len(unclaimed), "in order", waited)
 
 	// The channels stay open until their barrier is done, even a retired
 	// consumer channel whose last delivery goes back now.
 	var touched []*queueChannel
-	for _, d := range append(rejects[:len(rejects):len(rejects)], nacks...) {
+	for _, d := range append(rejects[:len(rejects):len(rejects)], unclaimed...) {
 		if !containsChannel(touched, d.qc) {
 			d.qc.outstanding.Add(1)
 			touched = append(touched, d.qc)
@@ -541,9 +541,9 @@ func (f *fetcher) giveBack(rejects, nacks []*Delivery) {
 	for _, d := range rejects {
 		_ = d.sendSettle(settleReject)
 	}
-	for _, d := range nacks {
-		f.c.noteGivenBack(d.MessageID)
-		_ = d.sendSettle(settleGiveBack)
+	for _, d := range unclaimed {
+		f.c.noteReturnedUnclaimed(d.MessageID)
+		_ = d.sendSettle(settleNackUnclaimed)
 	}
 	for _, qc := range touched {
 		f.barrier(qc)
@@ -647,7 +647,7 @@ func (f *fetcher) pump() {
 			f.stopConsumer()
 			continue
 		case actReturnBuffer:
-			f.giveBack(nil, nil)
+			f.requeue(nil, nil)
 			continue
 		case actFence:
 			f.fenceGet()
@@ -862,7 +862,7 @@ func (f *fetcher) poll() bool {
 		return true
 	}
 	f.mu.Unlock()
-	f.giveBack(nil, []*Delivery{d})
+	f.requeue(nil, []*Delivery{d})
 	return true
 }
 
@@ -941,35 +941,35 @@ func (c *Client) consumerTag() string {
 	return fmt.Sprintf("%s-%d", c.pub.instance, c.tagSeq.Add(1))
 }
 
-// givenBack remembers message ids of deliveries returned unclaimed, so that
-// their next delivery is not counted as a redelivery. Two generations bound
-// its memory.
-type givenBack struct {
+// returnedUnclaimed remembers message ids of deliveries returned unclaimed
+// (nacked), so that their next delivery is not counted as a redelivery.
+// Two generations bound its memory.
+type returnedUnclaimed struct {
 	mu        sync.Mutex
 	cur, prev map[string]struct{}
 	rotated   time.Time
 }
 
-const givenBackGeneration = 10 * time.Second
+const returnedUnclaimedGeneration = 10 * time.Second
 
-func (c *Client) noteGivenBack(id string) {
+func (c *Client) noteReturnedUnclaimed(id string) {
 	if id == "" {
 		return
 	}
-	g := &c.given
+	g := &c.returned
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.cur == nil || time.Since(g.rotated) > givenBackGeneration {
+	if g.cur == nil || time.Since(g.rotated) > returnedUnclaimedGeneration {
 		g.prev, g.cur, g.rotated = g.cur, make(map[string]struct{}), time.Now()
 	}
 	g.cur[id] = struct{}{}
 }
 
-func (c *Client) wasGivenBack(id string) bool {
+func (c *Client) wasReturnedUnclaimed(id string) bool {
 	if id == "" {
 		return false
 	}
-	g := &c.given
+	g := &c.returned
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if _, ok := g.cur[id]; ok {

@@ -83,7 +83,7 @@ func (qc *queueChannel) track(f *fetcher, m *amqp091.Delivery) *Delivery {
 		Queue:       f.queue,
 		Body:        m.Body,
 		Headers:     m.Headers,
-		Redelivered: m.Redelivered && !f.c.wasGivenBack(m.MessageId),
+		Redelivered: m.Redelivered && !f.c.wasReturnedUnclaimed(m.MessageId),
 		MessageID:   m.MessageId,
 		DeliveredAt: time.Now(),
 		ch:          qc.ch,
@@ -115,8 +115,8 @@ func (f *fetcher) basicGet() (*Delivery, error) {
 		if ok {
 			// Fetched after we gave up: nobody has it.
 			d := qc.track(f, &msg)
-			f.c.noteGivenBack(d.MessageID)
-			_ = d.sendSettle(settleGiveBack)
+			f.c.noteReturnedUnclaimed(d.MessageID)
+			_ = d.sendSettle(settleNackUnclaimed)
 		}
 	})
 	if err != nil {
