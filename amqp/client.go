@@ -271,9 +271,16 @@ func (c *Client) adminConn() (*amqp091.Connection, error) {
 // with the same arguments, so its type is spec's; it refuses it (406,
 // closing the channel) when the queue exists with other arguments, which
 // with passiveFirst means: use it as it is, type unknown.
+//
+// Once ctx ends, no further broker call starts and ctx's error is
+// returned; a call under way cannot be cancelled (amqp091-go) and ends
+// within the RPC timeout.
 func (c *Client) EnsureQueue(ctx context.Context, spec QueueSpec, passiveFirst bool) error {
 	if _, ok := c.declared.Load(spec.Name); ok {
 		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	args := spec.arguments(int(c.brokerMajor.Load()))
 	err := c.onAdminChannel(func(ch *amqp091.Channel) error {
@@ -291,6 +298,9 @@ func (c *Client) EnsureQueue(ctx context.Context, spec QueueSpec, passiveFirst b
 		return &TopologyError{Object: describe("queue", spec.Name, spec.Origin), Err: err}
 	}
 	if len(spec.Bindings) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		// Bindings are idempotent: an existing queue still gets them.
 		err := c.onAdminChannel(func(ch *amqp091.Channel) error {
 			for _, b := range spec.Bindings {
@@ -386,8 +396,12 @@ func (c *Client) Forget(queue string) { c.declared.Delete(queue) }
 
 // QueueDepth is the number of ready messages in queue, from a passive
 // declaration on a throwaway channel: it never creates the queue. found is
-// false when the queue does not exist.
+// false when the queue does not exist. An ended ctx returns its error
+// without a broker call.
 func (c *Client) QueueDepth(ctx context.Context, queue string) (depth int, found bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return 0, false, err
+	}
 	var q amqp091.Queue
 	err = c.onAdminChannel(func(ch *amqp091.Channel) (err error) {
 		q, err = ch.QueueDeclarePassive(queue, true, false, false, false, nil)

@@ -166,3 +166,27 @@ func TestStartDeclaresTopology(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An ended context stops EnsureQueue and QueueDepth before any broker call:
+// nothing is declared, and a later call with a live context still declares.
+func TestEnsureQueueHonoursContext(t *testing.T) {
+	c := startClient(t, mcamqp.Options{})
+	q := testbroker.Name(t, "cancelled")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.EnsureQueue(ctx, mcamqp.QueueSpec{Name: q}, true); !errors.Is(err, context.Canceled) {
+		t.Fatalf("EnsureQueue with an ended context: %v, want context.Canceled", err)
+	}
+	if _, _, err := c.QueueDepth(ctx, q); !errors.Is(err, context.Canceled) {
+		t.Fatalf("QueueDepth with an ended context: %v, want context.Canceled", err)
+	}
+	if _, found, err := c.QueueDepth(ctxT(t), q); found || err != nil {
+		t.Fatalf("after a cancelled EnsureQueue the queue exists (%v) or QueueDepth failed: %v", found, err)
+	}
+	if err := c.EnsureQueue(ctxT(t), mcamqp.QueueSpec{Name: q}, true); err != nil {
+		t.Fatalf("EnsureQueue after the cancelled one: %v", err)
+	}
+	if n, found, err := c.QueueDepth(ctxT(t), q); !found || n != 0 || err != nil {
+		t.Fatalf("QueueDepth of the declared queue: %d, %v, %v", n, found, err)
+	}
+}
