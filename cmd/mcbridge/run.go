@@ -193,9 +193,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, serving fu
 	return nil
 }
 
-// heartbeat maps the config's 0 ("no heartbeat of our own") to the amqp
-// package's negative: the broker's proposal, since amqp091-go cannot
-// switch heartbeats off.
+// heartbeat maps the config's 0, which takes the broker's proposal
+// (RabbitMQ: 60s) and does not disable heartbeats (amqp091-go cannot), to
+// the amqp package's spelling of that: a negative value (its 0 means 10s).
 func heartbeat(d time.Duration) time.Duration {
 	if d == 0 {
 		return -1
