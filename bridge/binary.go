@@ -52,12 +52,12 @@ func (b *binaryConn) requestError(req *mcproto.BinaryRequest, err error) (closeR
 	var o outcome
 	switch {
 	case errors.Is(err, mcproto.ErrTooLarge):
-		o = outcome{kind: outTooLarge}
+		o = tooLarge
 	case errors.Is(err, mcproto.ErrBinaryInvalid), errors.Is(err, mcproto.ErrBinaryBodyTooLong):
 		o = badRequest
 	case errors.Is(err, mcproto.ErrBadMagic):
 		b.srv.log.Debug("binary request with bad magic", "remote", b.nc.RemoteAddr().String(), "offset", b.r.Offset())
-		b.srv.countAs(labelInvalid, tallyNone, outBadRequest)
+		b.srv.countAs(labelInvalid, tallyNone, badRequest)
 		return closeReadError, true
 	default:
 		return b.readFailure(err, closeReadTimeout), true

@@ -133,7 +133,7 @@ func (c *conn) serve() {
 		}
 		log.Debug("connection closed", "reason", reason.String())
 	}()
-	reason = c.loop()
+	reason = c.textLoop()
 }
 
 // awaitCommand waits up to idle_timeout for the first byte of the next
@@ -160,50 +160,6 @@ func (c *conn) awaitCommand() (first byte, reason closeReason, ok bool) {
 		_ = c.nc.SetReadDeadline(time.Now().Add(limits.ReadTimeout))
 	}
 	return b[0], 0, true
-}
-
-func (c *conn) loop() closeReason {
-	for {
-		first, reason, ok := c.awaitCommand()
-		if !ok {
-			return reason
-		}
-		if first == mcproto.BinaryRequestMagic && !c.started {
-			// The binary protocol's magic byte opening the connection:
-			// it speaks binary for the rest of its life. Later in a text
-			// connection the byte is just a bad command.
-			return c.binaryLoop()
-		}
-		c.started = true
-		cmd, err := c.p.Next()
-		if err != nil {
-			if cmd != nil && cmd.Noreply {
-				// memcached stays silent on noreply commands even when
-				// they fail; clients such as pymemcache rely on it.
-				c.srv.count(cmd.Op, tallyNone, outcome{kind: readOutcome(err)})
-				continue
-			}
-			if c.w.ErrorReply(err) {
-				c.srv.countAs(labelInvalid, tallyNone, readOutcome(err))
-				if errors.Is(err, mcproto.ErrLineTooLong) {
-					c.srv.log.Debug("line too long", "remote", c.nc.RemoteAddr().String())
-					_ = c.flush()
-					return closeLineTooLong
-				}
-				c.srv.log.Debug("bad command", "err", err, "line", mcproto.Snippet(c.p.Line()))
-				continue
-			}
-			return c.readFailure(err, closeReadTimeout)
-		}
-		if quit := c.dispatch(cmd); quit {
-			_ = c.flush()
-			return closeClientQuit
-		}
-		// Replies go out when the next read would block (flushingReader).
-		if err := c.w.Err(); err != nil {
-			return closeWriteError
-		}
-	}
 }
 
 // labelInvalid is the command label of a line or request that could not be

@@ -8,9 +8,9 @@
 //	server.go       Server: the accept loop, the connection limit, graceful shutdown
 //	conn.go         one connection: reads with deadlines, flushes replies, closes
 //	watch.go        a wait (kestrel's /t=) that ends when its client goes away
-//	text.go         framings: each turns its requests into session operations
-//	binary.go         and spells their outcomes in its own bytes; nothing else
-//	meta.go
+//	text.go         the framings: each reads its requests, runs them as session
+//	binary.go         operations and spells their outcomes in its own bytes;
+//	meta.go           meta commands ride on the text loop
 //	session.go      the operations (set, get, delete, ackByID, touch, ...): one
 //	                connection's reservations, each operation counted once
 //	outcome.go      what an operation came to, and the one place it is counted

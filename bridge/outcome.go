@@ -69,6 +69,7 @@ var (
 	unknownCmd   = outcome{kind: outUnknownCommand}
 	badRequest   = outcome{kind: outBadRequest}
 	notSupported = outcome{kind: outNotSupported}
+	tooLarge     = outcome{kind: outTooLarge}
 )
 
 // serverError is the outcome of a command whose result is unknown or whose
@@ -99,16 +100,15 @@ func brokerOutcome(err error) outcome {
 	}
 }
 
-// readOutcome is the outcome of a command the framing could not read:
-// its line, its header or its value was refused.
-func readOutcome(err error) outcomeKind {
+// readOutcome is the outcome of a text command the parser refused.
+func readOutcome(err error) outcome {
 	switch {
 	case errors.Is(err, mcproto.ErrUnknownCommand):
-		return outUnknownCommand
+		return unknownCmd
 	case errors.Is(err, mcproto.ErrTooLarge):
-		return outTooLarge
+		return tooLarge
 	default:
-		return outBadRequest
+		return badRequest
 	}
 }
 
@@ -129,13 +129,14 @@ const (
 // command word, so that a dashboard sums every framing of an operation. It
 // returns o.
 func (s *Server) count(cmd mcproto.Op, t tally, o outcome) outcome {
-	s.countAs(cmd.String(), t, o.kind)
+	s.countAs(cmd.String(), t, o)
 	return o
 }
 
 // countAs is count under a label that is not a command word (a line that
 // could not be read is "invalid").
-func (s *Server) countAs(label string, t tally, k outcomeKind) {
+func (s *Server) countAs(label string, t tally, o outcome) {
+	k := o.kind
 	st := &s.stats
 	if k != outBadRequest {
 		switch t {

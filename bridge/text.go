@@ -1,6 +1,8 @@
 package bridge
 
 import (
+	"errors"
+
 	"github.com/mcbridge/mcbridge/mcproto"
 )
 
@@ -10,6 +12,53 @@ import (
 // notSupportedTail ends the reply to memcache commands that mean nothing on
 // a queue.
 const notSupportedTail = " not supported by queue gateway"
+
+// textLoop serves the connection in the text protocol (meta commands
+// included) until it ends, or hands it to binaryLoop when its first byte
+// is the binary magic.
+func (c *conn) textLoop() closeReason {
+	for {
+		first, reason, ok := c.awaitCommand()
+		if !ok {
+			return reason
+		}
+		if first == mcproto.BinaryRequestMagic && !c.started {
+			// The binary protocol's magic byte opening the connection:
+			// it speaks binary for the rest of its life. Later in a text
+			// connection the byte is just a bad command.
+			return c.binaryLoop()
+		}
+		c.started = true
+		cmd, err := c.p.Next()
+		if err != nil {
+			if cmd != nil && cmd.Noreply {
+				// memcached stays silent on noreply commands even when
+				// they fail; clients such as pymemcache rely on it.
+				c.srv.count(cmd.Op, tallyNone, readOutcome(err))
+				continue
+			}
+			if c.w.ErrorReply(err) {
+				c.srv.countAs(labelInvalid, tallyNone, readOutcome(err))
+				if errors.Is(err, mcproto.ErrLineTooLong) {
+					c.srv.log.Debug("line too long", "remote", c.nc.RemoteAddr().String())
+					_ = c.flush()
+					return closeLineTooLong
+				}
+				c.srv.log.Debug("bad command", "err", err, "line", mcproto.Snippet(c.p.Line()))
+				continue
+			}
+			return c.readFailure(err, closeReadTimeout)
+		}
+		if quit := c.dispatch(cmd); quit {
+			_ = c.flush()
+			return closeClientQuit
+		}
+		// Replies go out when the next read would block (flushingReader).
+		if err := c.w.Err(); err != nil {
+			return closeWriteError
+		}
+	}
+}
 
 // dispatch runs one text or meta command. It reports whether the client
 // quit.
