@@ -136,36 +136,21 @@ func (s *Server) count(cmd mcproto.Op, t tally, o outcome) outcome {
 // countAs is count under a label that is not a command word (a line that
 // could not be read is "invalid").
 func (s *Server) countAs(label string, t tally, o outcome) {
-	k := o.kind
-	st := &s.stats
-	if k != outBadRequest {
-		switch t {
-		case tallyGet:
-			st.cmdGet.Add(1)
-			switch k {
-			case outHit:
-				st.getHits.Add(1)
-			case outMiss:
-				st.getMisses.Add(1)
+	if o.kind != outBadRequest {
+		cmds, hits, misses := s.stats.family(t)
+		if cmds != nil {
+			cmds.Add(1)
+		}
+		switch o.kind {
+		case outHit, outStored, outDeleted, outTouched:
+			if hits != nil {
+				hits.Add(1)
 			}
-		case tallySet:
-			st.cmdSet.Add(1)
-		case tallyTouch:
-			st.cmdTouch.Add(1)
-			switch k {
-			case outTouched:
-				st.touchHits.Add(1)
-			case outNotFound:
-				st.touchMisses.Add(1)
-			}
-		case tallyDelete:
-			switch k {
-			case outDeleted, outStored:
-				st.deleteHits.Add(1)
-			case outNotFound:
-				st.deleteMisses.Add(1)
+		case outMiss, outNotFound:
+			if misses != nil {
+				misses.Add(1)
 			}
 		}
 	}
-	s.metrics.Commands.WithLabelValues(label, k.String()).Inc()
+	s.metrics.Commands.WithLabelValues(label, o.kind.String()).Inc()
 }

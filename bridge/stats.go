@@ -26,6 +26,22 @@ type counters struct {
 	bytesWritten  atomic.Uint64
 }
 
+// family is the counters of a tally: its commands, hits and misses (nil:
+// not counted). A cas counts as a delete: both ack.
+func (c *counters) family(t tally) (cmds, hits, misses *atomic.Uint64) {
+	switch t {
+	case tallyGet:
+		return &c.cmdGet, &c.getHits, &c.getMisses
+	case tallySet:
+		return &c.cmdSet, nil, nil
+	case tallyTouch:
+		return &c.cmdTouch, &c.touchHits, &c.touchMisses
+	case tallyDelete:
+		return nil, &c.deleteHits, &c.deleteMisses
+	}
+	return nil, nil, nil
+}
+
 // stat is one line of a stats listing: memcached's "STAT <name> <value>".
 // Each framing spells the listing its way.
 type stat struct{ name, value string }
