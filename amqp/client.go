@@ -12,6 +12,8 @@ import (
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/mcbridge/mcbridge/internal/shrink"
 )
 
 // Client is mcbridge's whole view of the broker: one publishing connection
@@ -37,10 +39,18 @@ type Client struct {
 	returned returnedUnclaimed
 	tagSeq   atomic.Uint64
 
+	// fetchersPeak is the most entries fetchers has had since it was made
+	// (see shrinkFetchersLocked). Guarded by fmu.
+	fetchersPeak int
+
 	runCtx context.Context // ends at Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed atomic.Bool
+	// gmu orders goFetch's wg.Add before Close's wg.Wait. It is not fmu:
+	// goroutines are started under a fetcher's lock, and the janitor
+	// takes fetcher locks under fmu.
+	gmu sync.Mutex
 }
 
 // New returns a Client; Start connects it.
@@ -121,6 +131,10 @@ func (c *Client) Start(ctx context.Context) error {
 				c.Close()
 				return terr
 			}
+			if err != nil && c.opts.StrictStart {
+				c.Close()
+				return err
+			}
 		case <-ctx.Done():
 			c.Close()
 			return ctx.Err()
@@ -132,9 +146,9 @@ func (c *Client) Start(ctx context.Context) error {
 // Close closes every connection, which requeues every unacked delivery, and
 // waits for all of the client's goroutines.
 func (c *Client) Close() {
-	c.fmu.Lock()
+	c.gmu.Lock()
 	already := c.closed.Swap(true)
-	c.fmu.Unlock()
+	c.gmu.Unlock()
 	if already {
 		return
 	}
@@ -215,6 +229,20 @@ func (c *Client) Waiters(queue string) int {
 	return len(f.waiters)
 }
 
+// Held is how many deliveries of queue this client has fetched and not
+// settled: what clients hold, and what a consumer fetched ahead. Once
+// nobody holds or waits on the queue and its consumer has idled out, it is
+// 0; a delivery whose channel died counts no more.
+func (c *Client) Held(queue string) int64 {
+	c.fmu.Lock()
+	f := c.fetchers[queue]
+	c.fmu.Unlock()
+	if f == nil {
+		return 0
+	}
+	return f.held.Load()
+}
+
 // usable is nil when gets may go to the broker.
 func (c *Client) usable(ctx context.Context) error {
 	if c.closed.Load() {
@@ -290,10 +318,17 @@ func (c *Client) EnsureQueue(ctx context.Context, spec QueueSpec, passiveFirst b
 	known := err == nil
 	switch {
 	case err == nil:
+	case isQueueLimit(err):
+		// A 406 too, but the queue does not exist: nothing to use as it is.
+		return fmt.Errorf("%w: declare queue %q: %w", ErrQueueLimit, spec.Name, err)
 	case passiveFirst && isPreconditionFailed(err):
 		// Someone else's queue, with arguments of their own.
 	case errors.Is(err, ErrNotConnected), errors.Is(err, ErrBrokerTimeout), errors.Is(err, ErrClosed):
 		return err
+	case isAccessRefused(err):
+		// The user this client logs in as may not configure this queue:
+		// the client's answer, not an operator's topology problem.
+		return accessRefused(fmt.Sprintf("declare queue %q", spec.Name), err)
 	default:
 		return &TopologyError{Object: describe("queue", spec.Name, spec.Origin), Err: err}
 	}
@@ -305,6 +340,9 @@ func (c *Client) EnsureQueue(ctx context.Context, spec QueueSpec, passiveFirst b
 		err := c.onAdminChannel(func(ch *amqp091.Channel) error {
 			for _, b := range spec.Bindings {
 				if err := ch.QueueBind(spec.Name, b.RoutingKey, b.Exchange, false, nil); err != nil {
+					if isAccessRefused(err) {
+						return accessRefused(fmt.Sprintf("bind queue %q to exchange %q", spec.Name, b.Exchange), err)
+					}
 					obj := fmt.Sprintf("binding of %s to exchange %q", describe("queue", spec.Name, spec.Origin), b.Exchange)
 					return &TopologyError{Object: obj, Err: err}
 				}
@@ -390,6 +428,29 @@ func (c *Client) onThrowawayChannel(conn *amqp091.Connection, fn func(*amqp091.C
 	return err
 }
 
+// Release drops what the client keeps for queue (its fetcher, that it was
+// declared) when nothing runs on it and nothing of it is held: the caller
+// stopped using the queue. A later use learns it again. A queue in use is
+// left alone; the janitor releases it once idle.
+func (c *Client) Release(queue string) {
+	c.fmu.Lock()
+	f := c.fetchers[queue]
+	if f == nil || !f.releaseIfIdle(time.Time{}) {
+		c.fmu.Unlock()
+		return
+	}
+	delete(c.fetchers, queue)
+	c.shrinkFetchersLocked()
+	c.fmu.Unlock()
+	c.forgetFetcher(f)
+}
+
+// shrinkFetchersLocked gives back the room of fetchers once they are far
+// fewer than they were (see shrink.Map).
+func (c *Client) shrinkFetchersLocked() {
+	c.fetchers, c.fetchersPeak = shrink.Map(c.fetchers, c.fetchersPeak)
+}
+
 // Forget drops a queue from the declared cache, e.g. after the broker said
 // it is gone.
 func (c *Client) Forget(queue string) { c.declared.Delete(queue) }
@@ -448,6 +509,14 @@ func (c *Client) ConsumeChannels() []int {
 		p.mu.Unlock()
 	}
 	return out
+}
+
+// Fetchers is the number of queues the client keeps state for (for tests
+// and operators: it shrinks as idle queues are released).
+func (c *Client) Fetchers() int {
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
+	return len(c.fetchers)
 }
 
 // ConnectionName is the name the client's connections carry (with their

@@ -161,9 +161,14 @@ func (s *supervisor) run(ctx context.Context) {
 		s.setDown(err.Error())
 		report(err)
 		var terr *TopologyError
-		if errors.As(err, &terr) {
+		switch {
+		case errors.As(err, &terr):
 			s.log.Error("broker rejected topology", "err", err)
-		} else {
+		case errors.Is(err, ErrLoginRefused) && s.opts.StrictStart:
+			// A client's wrong password (a client opened for a login):
+			// its login says so; no warning for each guess.
+			s.log.Info("broker refused the login", "err", err)
+		default:
 			s.log.Warn("broker connection failed", "err", err, "attempt", attempt+1)
 		}
 		if !sleepCtx(ctx, backoff(attempt, s.opts.MinBackoff, s.opts.MaxBackoff)) {
@@ -199,9 +204,34 @@ func (s *supervisor) dial(ctx context.Context, start int) (*amqp091.Connection, 
 			return conn, idx, nil
 		}
 		// amqp091-go errors may quote the URL; never let a password out.
-		errs = append(errs, fmt.Errorf("dial %s: %s", redact(s.opts.URLs[idx]), redactErr(err, s.opts.URLs[idx])))
+		derr := fmt.Errorf("dial %s: %s", redact(s.opts.URLs[idx]), redactErr(err, s.opts.URLs[idx]))
+		if loginRefused(err) {
+			// The broker checked the credentials and said no: another
+			// node of the cluster shares its users and would say the same.
+			return nil, start, fmt.Errorf("%w: %w", ErrLoginRefused, derr)
+		}
+		errs = append(errs, derr)
 	}
 	return nil, start, errors.Join(errs...)
+}
+
+// loginRefused reports a connection the broker refused for its user:
+// a bad user name or password (403 ACCESS_REFUSED at connection.start-ok),
+// or no access to the vhost, or no such vhost (530 NOT_ALLOWED at
+// connection.open, whose text names the vhost; the same code for a reached
+// connection limit is not a login refusal).
+func loginRefused(err error) bool {
+	var aerr *amqp091.Error
+	if !errors.As(err, &aerr) {
+		return false
+	}
+	switch aerr.Code {
+	case amqp091.AccessRefused:
+		return true
+	case amqp091.NotAllowed:
+		return strings.Contains(aerr.Reason, "vhost") && !strings.Contains(aerr.Reason, "limit")
+	}
+	return false
 }
 
 // dialURL is the idx-th URL, asking for the broker's heartbeat when told

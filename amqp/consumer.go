@@ -74,6 +74,24 @@ func (d *Delivery) RequeueNow() error {
 	return d.sendSettle(settleReject)
 }
 
+// Forget settles a delivery whose channel is gone (Stale), sending
+// nothing: the broker requeued it when the channel closed. A reservation
+// dropped for that reason must be forgotten, or the delivery stays counted
+// as held by its queue. It does nothing while the channel lives.
+func (d *Delivery) Forget() {
+	if d.ch.IsClosed() {
+		d.uncount()
+	}
+}
+
+// uncount settles d, unless it is settled already, with nothing sent: the
+// broker requeues it, or did, when its channel closes.
+func (d *Delivery) uncount() {
+	if d.settled.CompareAndSwap(false, true) {
+		d.settledNow()
+	}
+}
+
 // Stale reports whether the delivering channel is gone.
 func (d *Delivery) Stale() bool { return d.ch.IsClosed() }
 

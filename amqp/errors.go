@@ -26,8 +26,19 @@ var (
 	ErrStale = errors.New("amqp: delivery is stale")
 	// ErrSettled: the delivery was already acked or requeued.
 	ErrSettled = errors.New("amqp: delivery already settled")
+	// ErrAccessRefused: the broker refused the operation for the user the
+	// client connected as (ACCESS_REFUSED, 403: no configure, write or read
+	// permission on that queue or exchange). The operation did nothing.
+	ErrAccessRefused = errors.New("amqp: access refused")
+	// ErrLoginRefused: the broker refused to open a connection with the
+	// client's credentials: wrong user or password (403), or no access to
+	// the vhost (530 naming the vhost).
+	ErrLoginRefused = errors.New("amqp: login refused")
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("amqp: client closed")
+	// ErrQueueLimit: the broker refused to create a queue because its
+	// vhost (or cluster) queue limit is reached; the queue does not exist.
+	ErrQueueLimit = errors.New("amqp: broker queue limit reached")
 	// errTooManyConsumers: a consume connection has all the consumer
 	// channels it may; the queue is served with basic.get.
 	errTooManyConsumers = errors.New("amqp: consumer channels all in use")

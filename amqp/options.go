@@ -53,6 +53,11 @@ type Options struct {
 	TLS *tls.Config
 	// Topology is declared on every (re)connect.
 	Topology Topology
+	// StrictStart makes Start fail (and close the client) when the first
+	// attempt of any connection fails, instead of retrying in the
+	// background: a client opened for a login must not be used before the
+	// broker has accepted its credentials on every connection.
+	StrictStart bool
 	// Observer is told about connection state; nil means nobody listens.
 	Observer Observer
 	Logger   *slog.Logger

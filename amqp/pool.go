@@ -214,7 +214,11 @@ func (p *chanPool) open(consumerOf *fetcher) (*queueChannel, error) {
 	err := p.c.bounded(func() (err error) {
 		ch, err = conn.Channel()
 		return err
-	}, func() { _ = ch.Close() })
+	}, func(err error) {
+		if err == nil {
+			_ = ch.Close()
+		}
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: open channel: %w", ErrNotConnected, err)
 	}

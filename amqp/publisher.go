@@ -94,8 +94,40 @@ type pubIncarnation struct {
 	lastConfirm atomic.Int64
 	abandoned   atomic.Int64
 
+	// closeCause receives the error that closed the channel. amqp091-go
+	// sends it before it settles the pending confirms, so a publish whose
+	// confirm failed finds it there.
+	closeCause <-chan *amqp091.Error
+
 	mu      sync.Mutex
 	pending map[uint64]*publishRequest // guarded by mu, by delivery tag
+	cause   *amqp091.Error             // guarded by mu; taken from closeCause
+}
+
+// refused reports whether the channel was closed by the broker refusing
+// this user access to exchange (403 naming it). Permission checks are made
+// per exchange before routing, so a publish to that exchange still pending
+// then was the refused one or came after it: none of them was stored.
+// (Only permissions changed between two such publishes could make an
+// earlier one stored; RabbitMQ closes the channel on the first refusal.)
+func (inc *pubIncarnation) refused(exchange string) (*amqp091.Error, bool) {
+	inc.mu.Lock()
+	defer inc.mu.Unlock()
+	if inc.cause == nil {
+		select {
+		case inc.cause = <-inc.closeCause:
+		default:
+		}
+	}
+	e := inc.cause
+	if e == nil || e.Code != amqp091.AccessRefused {
+		return nil, false
+	}
+	name := exchange
+	if name == "" {
+		name = "amq.default"
+	}
+	return e, strings.Contains(e.Reason, "exchange '"+name+"'")
 }
 
 // pubChannel is one slot of the confirm-channel pool. The slot outlives
@@ -254,6 +286,9 @@ func (p *publisher) Publish(ctx context.Context, msg Message) error {
 	delete(inc.pending, sent.tag)
 	inc.mu.Unlock()
 	if !acked && inc.ch.IsClosed() {
+		if cause, ok := inc.refused(req.msg.Exchange); ok {
+			return accessRefused("publish", cause)
+		}
 		// The library resolves what is pending on a closing channel as
 		// not acked: the broker may well have stored it. (The channel is
 		// marked closed before that happens.)
@@ -388,11 +423,12 @@ func (s *pubChannel) run(ctx context.Context, conn *amqp091.Connection, ch *amqp
 // closes.
 func (s *pubChannel) serve(ctx context.Context, ch *amqp091.Channel) {
 	inc := &pubIncarnation{
-		ch:      ch,
-		prefix:  fmt.Sprintf("%s-%d.%d.", s.p.instance, s.id, s.p.serial.Add(1)),
-		returns: ch.NotifyReturn(make(chan amqp091.Return, returnsBufferLen)),
-		replace: make(chan struct{}, 1),
-		pending: make(map[uint64]*publishRequest),
+		ch:         ch,
+		prefix:     fmt.Sprintf("%s-%d.%d.", s.p.instance, s.id, s.p.serial.Add(1)),
+		returns:    ch.NotifyReturn(make(chan amqp091.Return, returnsBufferLen)),
+		replace:    make(chan struct{}, 1),
+		pending:    make(map[uint64]*publishRequest),
+		closeCause: ch.NotifyClose(make(chan *amqp091.Error, 1)),
 	}
 	inc.lastConfirm.Store(time.Now().UnixNano())
 	closed := ch.NotifyClose(make(chan *amqp091.Error, 1))

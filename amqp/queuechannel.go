@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,9 +97,44 @@ func (qc *queueChannel) track(f *fetcher, m *amqp091.Delivery) *Delivery {
 	return d
 }
 
+// getTicket is a basic.get's place among those of its queue, and the
+// give-backs begun before it.
+type getTicket struct{ n, givebacks uint64 }
+
+// startGetLocked counts a basic.get about to start in gets and gives it its
+// ticket, in the same hold of mu in which the caller saw that no give-back
+// runs.
+func (f *fetcher) startGetLocked() getTicket {
+	f.gets++
+	f.tickets++
+	return getTicket{n: f.tickets, givebacks: f.givebacks}
+}
+
+// endGetLocked uncounts a basic.get that ended with err. One answered
+// lifts the fence of the give-backs begun before it started: they are done
+// at the broker. (A give-back begun since may not be.)
+func (f *fetcher) endGetLocked(t getTicket, err error) {
+	f.gets--
+	if err == nil && f.givebacks == t.givebacks {
+		f.fence = false
+	}
+}
+
 // basicGet fetches one message with basic.get on a get channel. nil, nil:
-// the queue is empty.
-func (f *fetcher) basicGet() (*Delivery, error) {
+// the queue is empty. The caller counted it (startGetLocked), and uncounts
+// it when basicGet returns (endGetLocked).
+//
+// A get the broker does not answer within the RPC timeout returns
+// ErrBrokerTimeout but stays counted in gets, and in stuck, until the
+// broker answers it or its channel dies. Meanwhile no other basic.get and
+// no consumer of the queue starts: the message it takes is the oldest, and
+// it goes first in buf (after those of stuck gets that started before
+// it), for the next get or waiter. Given back to the broker instead, it
+// would come back behind newer messages that later gets had handed out
+// already (a hunt saw exactly that after slow give-backs). Only when a
+// give-back went ahead meanwhile (requeue stops waiting for gets after a
+// while) does it go back too, behind what went back first.
+func (f *fetcher) basicGet(t getTicket) (*Delivery, error) {
 	qc, err := f.channel()
 	if err != nil {
 		return nil, err
@@ -108,20 +144,60 @@ func (f *fetcher) basicGet() (*Delivery, error) {
 		msg amqp091.Delivery
 		ok  bool
 	)
+	counted := make(chan struct{})
 	err = qc.rpc(f.c, func() (err error) {
 		msg, ok, err = qc.ch.Get(f.queue, false)
 		return err
-	}, func() {
-		if ok {
-			// Fetched after we gave up: nobody has it.
-			d := qc.track(f, &msg)
-			f.c.noteReturnedUnclaimed(d.MessageID)
-			_ = d.sendSettle(settleNackUnclaimed)
+	}, func(err error) {
+		<-counted
+		f.mu.Lock()
+		f.stuck--
+		f.endGetLocked(t, err)
+		var back *Delivery
+		switch {
+		case err != nil:
+		case f.givebacks != t.givebacks:
+			if ok {
+				back = qc.track(f, &msg)
+			}
+		default:
+			if ok {
+				f.insertLateLocked(buffered{d: qc.track(f, &msg), at: time.Now(), late: t.n})
+				f.dispatchLocked()
+				f.ensurePumpLocked() // it owns buf: hands it out or gives it back
+				if !f.pumping {
+					f.dropBufLocked() // the client is closing
+				}
+			}
 		}
+		f.notifyLocked()
+		if f.pumping {
+			f.poke()
+		}
+		if back == nil {
+			f.mu.Unlock()
+			return
+		}
+		// Begun in this hold of mu: a get woken by the notify above must
+		// not start a basic.get that overtakes it.
+		f.beginRequeueLocked()
+		f.requeueLocked(nil, []*Delivery{back})
 	})
+	// bounded returns ErrBrokerTimeout itself, unwrapped, exactly when it
+	// gave up on a call that goes on, and then calls late once it ends.
+	if err == ErrBrokerTimeout {
+		f.mu.Lock()
+		f.gets++
+		f.stuck++
+		f.mu.Unlock()
+		close(counted)
+	}
 	if err != nil {
 		if isNotFound(err) {
 			return nil, fmt.Errorf("%w: %q", ErrQueueNotFound, f.queue)
+		}
+		if isAccessRefused(err) {
+			return nil, accessRefused(fmt.Sprintf("get from queue %q", f.queue), err)
 		}
 		return nil, fmt.Errorf("%w: get from queue %q: %w", ErrNotConnected, f.queue, err)
 	}
@@ -129,6 +205,26 @@ func (f *fetcher) basicGet() (*Delivery, error) {
 		return nil, nil
 	}
 	return qc.track(f, &msg), nil
+}
+
+// dropBufLocked empties buf of a client that is closing, uncounting what
+// it held: closing the connection requeues it.
+func (f *fetcher) dropBufLocked() {
+	for _, b := range f.buf {
+		b.d.uncount()
+	}
+	clear(f.buf)
+	f.buf = f.buf[:0]
+}
+
+// insertLateLocked puts a stuck get's delivery in buf: after those of stuck
+// gets that started before it, ahead of the rest.
+func (f *fetcher) insertLateLocked(b buffered) {
+	i := 0
+	for i < len(f.buf) && f.buf[i].late != 0 && f.buf[i].late < b.late {
+		i++
+	}
+	f.buf = slices.Insert(f.buf, i, b)
 }
 
 // readyCount is the queue's count of ready messages, from a passive
@@ -165,16 +261,25 @@ func (f *fetcher) barrier(qc *queueChannel) {
 }
 
 // channelClosed forgets a closed channel's buffered deliveries: the broker
-// has requeued them, and they must never be handed out.
+// has requeued them, and they must never be handed out. They are settled
+// here, with nothing sent: a delivery that stayed counted in held would
+// widen every later consumer's window by one and keep the fetcher from
+// being released, fault after fault.
 func (f *fetcher) channelClosed(qc *queueChannel) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	keep := f.buf[:0]
+	var gone []*Delivery
 	for _, b := range f.buf {
 		if b.d.qc != qc {
 			keep = append(keep, b)
+		} else {
+			gone = append(gone, b.d)
 		}
 	}
 	clear(f.buf[len(keep):])
 	f.buf = keep
+	f.mu.Unlock()
+	for _, d := range gone {
+		d.Forget()
+	}
 }

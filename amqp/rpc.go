@@ -19,10 +19,11 @@ var errNotStarted = fmt.Errorf("%w (call not started)", ErrClosed)
 // RPCTimeout. amqp091-go's RPCs cannot be cancelled: one that a frozen broker
 // never answers ends only when heartbeats declare the connection dead,
 // long after every client gave up. A call that outlives the wait goes on in
-// a goroutine of the client's, and when it finally succeeds, late undoes
-// what it did (closes the channel it opened, gives back the message it
-// fetched), since nobody waits for it any more.
-func (c *Client) bounded(call func() error, late func()) error {
+// a goroutine of the client's, and when it finally ends, late is called
+// with its error: on success it undoes what the call did (closes the
+// channel it opened, gives back the message it fetched), since nobody
+// waits for it any more.
+func (c *Client) bounded(call func() error, late func(error)) error {
 	const (
 		waiting int32 = iota
 		done
@@ -34,8 +35,8 @@ func (c *Client) bounded(call func() error, late func()) error {
 	if !c.goFetch(func() {
 		e := call()
 		if !state.CompareAndSwap(waiting, done) {
-			if e == nil && late != nil {
-				late()
+			if late != nil {
+				late(e)
 			}
 			return
 		}
@@ -60,7 +61,7 @@ func (c *Client) bounded(call func() error, late func()) error {
 
 // rpc runs call on qc, which the caller has locked, through bounded, and
 // unlocks qc once call is over (at once when it never ran).
-func (qc *queueChannel) rpc(c *Client, call func() error, late func()) error {
+func (qc *queueChannel) rpc(c *Client, call func() error, late func(error)) error {
 	err := c.bounded(func() error {
 		defer qc.mu.Unlock()
 		return call()

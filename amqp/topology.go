@@ -101,6 +101,26 @@ func isPreconditionFailed(err error) bool {
 	return errors.As(err, &aerr) && aerr.Code == amqp091.PreconditionFailed
 }
 
+// isAccessRefused reports a 403: the user lacks a permission.
+func isAccessRefused(err error) bool {
+	var aerr *amqp091.Error
+	return errors.As(err, &aerr) && aerr.Code == amqp091.AccessRefused
+}
+
+// accessRefused wraps a 403 as ErrAccessRefused, keeping the broker's text
+// (which names the resource and the user, never a password).
+func accessRefused(what string, err error) error {
+	return fmt.Errorf("%w: %s: %w", ErrAccessRefused, what, err)
+}
+
+// isQueueLimit reports the broker refusing to create a queue for its vhost
+// or cluster queue limit: a 406 like a declaration with other arguments,
+// told apart by its text ("queue limit in vhost '/' (10) is reached").
+func isQueueLimit(err error) bool {
+	var aerr *amqp091.Error
+	return errors.As(err, &aerr) && aerr.Code == amqp091.PreconditionFailed && strings.Contains(aerr.Reason, "queue limit")
+}
+
 // isNotFound reports a 404 from a passive declaration.
 func isNotFound(err error) bool {
 	var aerr *amqp091.Error

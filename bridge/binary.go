@@ -23,6 +23,8 @@ func (c *conn) binaryLoop() closeReason {
 		w:    mcproto.NewBinaryWriter(c.bw),
 	}
 	c.replies = b.w
+	b.r.SetAdmit(c.admit)
+	c.bodies = b.r
 	for {
 		// The same deadlines as the text loop.
 		if _, reason, ok := c.awaitCommand(); !ok {
@@ -30,12 +32,18 @@ func (c *conn) binaryLoop() closeReason {
 		}
 		req, err := b.r.Next()
 		if err != nil {
-			if reason, done := b.requestError(req, err); done {
+			reason, done := b.requestError(req, err)
+			c.commandDone()
+			if done {
 				return reason
 			}
-		} else if quit := b.dispatch(req); quit {
-			_ = b.flush()
-			return closeClientQuit
+		} else {
+			quit := b.dispatch(req)
+			c.commandDone()
+			if quit {
+				_ = b.flush()
+				return closeClientQuit
+			}
 		}
 		// Replies to pipelined requests go out together.
 		if c.br.Buffered() == 0 {
@@ -108,7 +116,7 @@ func binaryLabel(op mcproto.BinOpcode) mcproto.Op {
 	case mcproto.BinFlush, mcproto.BinFlushQ:
 		return mcproto.OpFlushAll
 	case mcproto.BinNoop:
-		return mcproto.OpMetaNoop
+		return mcproto.OpNoop
 	}
 	return mcproto.OpUnknown
 }
@@ -117,6 +125,9 @@ func binaryLabel(op mcproto.BinOpcode) mcproto.Op {
 func (b *binaryConn) dispatch(req *mcproto.BinaryRequest) (quit bool) {
 	op := req.Opcode
 	label := binaryLabel(op)
+	if handled, quit := b.binaryAuth(req); handled {
+		return quit
+	}
 	switch op {
 	case mcproto.BinGet, mcproto.BinGetQ, mcproto.BinGetK, mcproto.BinGetKQ:
 		b.get(req, leaseAsk{})
@@ -212,6 +223,10 @@ func (b *binaryConn) reply(req *mcproto.BinaryRequest, o outcome) {
 		status, msg = mcproto.BinStatusTooLarge, mcproto.BinMsgTooLarge
 	case outServerError:
 		status, msg = mcproto.BinStatusInternalError, o.msg
+	case outUnauthenticated:
+		status, msg = mcproto.BinStatusAuthError, mcproto.BinMsgAuthFailure
+	case outAccessRefused:
+		status, msg = mcproto.BinStatusAuthError, binMsgAccessRefused
 	}
 	b.w.Status(op, status, req.Opaque, msg)
 }
@@ -242,7 +257,7 @@ func (b *binaryConn) stat(req *mcproto.BinaryRequest) {
 	if len(req.Key) > 0 {
 		args = [][]byte{req.Key}
 	}
-	list, known := b.srv.statsListing(args)
+	list, known := b.srv.statsListing(args, b.sess.tenant())
 	if !known {
 		b.srv.count(mcproto.OpStats, tallyNone, unknownCmd)
 		b.reply(req, notFound)

@@ -14,46 +14,18 @@ import (
 	"github.com/mcbridge/mcbridge/mcproto"
 )
 
-// binFrame builds one binary-protocol message (request or response) byte
-// by byte, independently of mcproto's writer.
-func binFrame(magic byte, op mcproto.BinOpcode, status uint16, opaque uint32, cas uint64, extras, key, value string) string {
-	return mctest.BinFrame(magic, byte(op), status, opaque, cas, extras, key, value)
-}
-
-func breq(op mcproto.BinOpcode, opaque uint32, cas uint64, extras, key, value string) string {
-	return binFrame(0x80, op, 0, opaque, cas, extras, key, value)
-}
-
-func bresp(op mcproto.BinOpcode, status mcproto.BinStatus, opaque uint32, cas uint64, extras, key, value string) string {
-	return binFrame(0x81, op, uint16(status), opaque, cas, extras, key, value)
-}
-
-func be32(v uint32) string {
-	var b [4]byte
-	binary.BigEndian.PutUint32(b[:], v)
-	return string(b[:])
-}
-
-func setExtras(flags, exptime uint32) string { return be32(flags) + be32(exptime) }
-
-// Short forms of the requests the tests send most.
-func bGet(op mcproto.BinOpcode, opaque uint32, key string) string {
-	return breq(op, opaque, 0, "", key, "")
-}
-func bSet(op mcproto.BinOpcode, opaque uint32, key string, flags uint32, value string) string {
-	return breq(op, opaque, 0, setExtras(flags, 0), key, value)
-}
-func bDelete(op mcproto.BinOpcode, opaque uint32, cas uint64, key string) string {
-	return breq(op, opaque, cas, "", key, "")
-}
-
-// Replies with fixed bytes.
-func bOK(op mcproto.BinOpcode, opaque uint32) string {
-	return bresp(op, mcproto.BinStatusOK, opaque, 0, "", "", "")
-}
-func bErr(op mcproto.BinOpcode, status mcproto.BinStatus, opaque uint32, msg string) string {
-	return bresp(op, status, opaque, 0, "", "", msg)
-}
+// Frames built byte by byte by mctest, independently of mcproto's writer.
+var (
+	breq      = mctest.BinRequest[mcproto.BinOpcode]
+	bresp     = mctest.BinResponse[mcproto.BinOpcode, mcproto.BinStatus]
+	be32      = mctest.BE32
+	setExtras = mctest.SetExtras
+	bGet      = mctest.BinGet[mcproto.BinOpcode]
+	bSet      = mctest.BinSet[mcproto.BinOpcode]
+	bDelete   = mctest.BinDelete[mcproto.BinOpcode]
+	bOK       = mctest.BinOK[mcproto.BinOpcode]
+	bErr      = mctest.BinErr[mcproto.BinOpcode, mcproto.BinStatus]
+)
 
 // binMsg is a response as read off the wire.
 type binMsg struct {

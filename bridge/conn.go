@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -35,6 +36,7 @@ const (
 	closeLineTooLong
 	closeShutdown
 	closePanic
+	closeHandshake
 )
 
 func (r closeReason) String() string {
@@ -57,6 +59,8 @@ func (r closeReason) String() string {
 		return "server shutdown"
 	case closePanic:
 		return "internal error"
+	case closeHandshake:
+		return "TLS handshake failed or timed out"
 	}
 	return "unknown"
 }
@@ -80,9 +84,21 @@ type conn struct {
 	sess *session
 
 	draining atomic.Bool
+	// drained is closed by drain: a wait for pending room gives up.
+	drained chan struct{}
+	// held is what this connection counts in the server's pending bytes:
+	// the value of the command in hand, until it is answered.
+	held int64
+	// bodies is the framing's reader (the text Parser, or the binary one
+	// once the connection speaks binary), whose large buffers are dropped
+	// once a command is done.
+	bodies interface{ Release() }
 	// started: the connection has sent its first text command, so it is
 	// a text connection for good.
 	started bool
+	// authDone: the connection may not log in any more (auth.mode
+	// broker): it has, or it acts anonymously for good (see textAuth).
+	authDone bool
 	// items is reused by retrievals.
 	items []*item
 }
@@ -90,23 +106,68 @@ type conn struct {
 func newConn(srv *Server, nc net.Conn) *conn {
 	counted := &countingConn{Conn: nc, srv: srv, writeTimeout: writeTimeout(srv.cfg.Limits.ReadTimeout)}
 	c := &conn{
-		srv: srv,
-		nc:  nc,
-		bw:  bufio.NewWriterSize(counted, writeBufferSize),
+		srv:     srv,
+		nc:      nc,
+		bw:      bufio.NewWriterSize(counted, writeBufferSize),
+		drained: make(chan struct{}),
 	}
 	c.sess = newSession(srv, c)
 	c.br = bufio.NewReaderSize(&flushingReader{c: c, r: counted}, readBufferSize)
 	c.p = mcproto.NewParser(c.br, int(srv.cfg.Limits.MaxItemSize))
+	c.p.SetAdmit(c.admit)
+	c.bodies = c.p
 	c.w = mcproto.NewWriter(c.bw)
 	c.replies = c.w
 	return c
 }
 
 // drain asks the connection to stop after the command in hand. A read in
-// progress is interrupted by the past deadline.
+// progress is interrupted by the past deadline, a wait for pending room by
+// drained.
 func (c *conn) drain() {
-	c.draining.Store(true)
+	if c.draining.CompareAndSwap(false, true) {
+		close(c.drained)
+	}
 	_ = c.nc.SetReadDeadline(time.Now())
+}
+
+// errDraining ends a command that waited for pending room while the
+// gateway began to shut down.
+var errDraining = errors.New("bridge: gateway shutting down")
+
+// admit is the readers' hook before a value of n bytes is read into
+// memory: it waits until the value fits in limits.max_pending_bytes
+// (pendingBytes), leaving the bytes in the socket meanwhile.
+func (c *conn) admit(n int) error {
+	// Replies to the commands before it go out first: a pipelining
+	// client may be waiting for them.
+	ok, waited := c.srv.pending.acquire(int64(n), c.drained, func() { _ = c.flush() })
+	if !ok {
+		return errDraining
+	}
+	c.held += int64(n)
+	if waited {
+		// The wait is the gateway's, not the client's: the value gets a
+		// whole read_timeout from now. Then, as in awaitCommand, look at
+		// the flag after setting the deadline, so a drain is not lost.
+		if rt := c.srv.cfg.Limits.ReadTimeout; rt > 0 {
+			_ = c.nc.SetReadDeadline(time.Now().Add(rt))
+		}
+		if c.draining.Load() {
+			return errDraining
+		}
+	}
+	return nil
+}
+
+// commandDone ends the command in hand: its value no longer counts as
+// pending (its publish has its verdict, or it was never published), and a
+// large value's buffer is dropped now rather than when the next command
+// comes, which may be much later.
+func (c *conn) commandDone() {
+	c.srv.pending.release(c.held)
+	c.held = 0
+	c.bodies.Release()
 }
 
 func (c *conn) serve() {
@@ -126,6 +187,9 @@ func (c *conn) serve() {
 		// Closing the socket first: a requeued message must not race a
 		// reply that still reaches the client.
 		c.nc.Close()
+		// A command cut short (a read error inside its value) still held
+		// its pending bytes.
+		c.commandDone()
 		if reason == closeShutdown {
 			c.sess.close(metrics.ReasonShutdown)
 		} else {
@@ -133,7 +197,40 @@ func (c *conn) serve() {
 		}
 		log.Debug("connection closed", "reason", reason.String())
 	}()
+	if !c.handshake() {
+		reason = closeHandshake
+		return
+	}
 	reason = c.textLoop()
+}
+
+// handshaker is a connection that opens with a handshake (*tls.Conn).
+type handshaker interface {
+	HandshakeContext(ctx context.Context) error
+}
+
+// handshake runs a TLS connection's handshake within the read timeout (or
+// defaultWriteTimeout when that is off): a client that connects and never
+// speaks holds its connection slot no longer than one that stops in the
+// middle of a command. Plain connections have nothing to do. false: the
+// handshake failed and the connection must close.
+func (c *conn) handshake() bool {
+	h, ok := c.nc.(handshaker)
+	if !ok {
+		return true
+	}
+	_ = c.nc.SetDeadline(time.Now().Add(writeTimeout(c.srv.cfg.Limits.ReadTimeout)))
+	if c.draining.Load() {
+		// drain() ran before our deadline was set, and it would be lost.
+		return false
+	}
+	if err := h.HandshakeContext(c.srv.ctx); err != nil {
+		c.srv.log.Debug("TLS handshake failed", "remote", c.nc.RemoteAddr().String(), "err", err)
+		return false
+	}
+	// Reads and writes set their own deadlines from here on.
+	_ = c.nc.SetDeadline(time.Time{})
+	return true
 }
 
 // awaitCommand waits up to idle_timeout for the first byte of the next

@@ -18,8 +18,12 @@
 //	message.go      memcache items as AMQP messages: flags, exptime, leases
 //	stats.go        the stats listings, as (name, value) pairs
 //	observer.go     broker events: metrics, and reservations lost with a channel
+//	auth.go         logins (auth.mode broker): the text -Y set, SASL PLAIN
+//	tenant.go       a user's own broker client and queue table, shared and idle-closed
+//	throttle.go     failed logins slow their client address
 //
 // Below it, internal/queues says which queue or exchange a key means and
 // keeps what this instance knows of each queue; internal/metrics holds the
-// Prometheus series.
+// Prometheus series. authtest tests logins against a broker with users of
+// its own.
 package bridge

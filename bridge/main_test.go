@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"io"
 	"testing"
 
 	"github.com/mcbridge/mcbridge/amqp"
@@ -34,11 +35,18 @@ func testConfig() *config.Config { return testserve.Config() }
 // gracefully, when the test ends.
 func startGateway(t testing.TB, cfg *config.Config) *gateway {
 	t.Helper()
+	return startGatewayLog(t, cfg, nil)
+}
+
+// startGatewayLog is startGateway with the gateway's log written to w
+// (nil: as testserve.Logger does by default).
+func startGatewayLog(t testing.TB, cfg *config.Config, w io.Writer) *gateway {
+	t.Helper()
 	if cfg == nil {
 		cfg = testConfig()
 	}
 	obs := NewObserver(nil)
-	log := testserve.Logger(nil)
+	log := testserve.Logger(w)
 	o := testserve.BrokerOptions(cfg, "mcbridge-test "+t.Name(), log)
 	o.Topology = Topology(cfg)
 	o.Observer = obs

@@ -22,7 +22,7 @@ import (
 // Which return flags each reply carries.
 const (
 	metaItemFlags  = "cfstkO" // VA, and HD of an mg about a held message
-	metaStoreFlags = "ckO"    // HD of ms (c is 0: a published message has no reservation yet)
+	metaStoreFlags = "cksO"   // every ms reply (c is 0: see metaReply)
 	metaPlainFlags = "kO"     // EN, NF, NS, and HD of md
 )
 
@@ -113,30 +113,39 @@ func (c *conn) metaDelete(cmd *mcproto.Command) {
 // metaReply spells an outcome as "<code> <flags>\r\n". q hides the
 // successes (HD) and mg's misses (EN), never NS or NF; errors are spelled
 // as in the text protocol. it is the message an mg reply tells of.
+//
+// Every ms reply (HD, NS, NF) carries the c, k, s and O flags asked for, as
+// memcached's does. memcached's c is the stored item's new cas, or 0 when
+// nothing was stored. Here a cas is a reservation id, and no reservation
+// results from an ms: a publish makes a message that nobody holds yet, and
+// ms C<id> acks (ends) the reservation it names. So c is always c0; s is
+// the size of the value sent.
 func (c *conn) metaReply(cmd *mcproto.Command, o outcome, it *item) {
 	m := &cmd.Meta
+	plain := metaPlainFlags
+	if cmd.Op == mcproto.OpMetaSet {
+		plain = metaStoreFlags
+		it = &item{body: cmd.Data}
+	}
 	switch o.kind {
 	case outHit, outTouched, outStored, outDeleted:
 		if m.Quiet {
 			return
 		}
-		allowed := metaPlainFlags
-		switch {
-		case it != nil:
+		allowed := plain
+		if it != nil && cmd.Op != mcproto.OpMetaSet {
 			allowed = metaItemFlags
-		case cmd.Op == mcproto.OpMetaSet && !m.HasCas:
-			allowed = metaStoreFlags
 		}
 		c.writeMeta(m, mcproto.MetaHit, allowed, it)
 	case outMiss, outNotFound:
 		switch {
 		case cmd.Op != mcproto.OpMetaGet:
-			c.writeMeta(m, mcproto.MetaNotFound, metaPlainFlags, nil)
+			c.writeMeta(m, mcproto.MetaNotFound, plain, it)
 		case !m.Quiet:
-			c.writeMeta(m, mcproto.MetaMiss, metaPlainFlags, nil)
+			c.writeMeta(m, mcproto.MetaMiss, plain, nil)
 		}
 	case outNotStored:
-		c.writeMeta(m, mcproto.MetaNotStored, metaPlainFlags, nil)
+		c.writeMeta(m, mcproto.MetaNotStored, plain, it)
 	default:
 		c.reply(cmd, o)
 	}

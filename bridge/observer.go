@@ -54,3 +54,10 @@ func (o *Observer) DeliveriesLost() {
 		}
 	}
 }
+
+// LimitRefused counts a client request or connection refused by the named
+// limit (metrics.LimitMaxConnections, ...) in
+// mcbridge_limit_refusals_total.
+func (o *Observer) LimitRefused(limit string) {
+	o.metrics.LimitRefused(limit)
+}

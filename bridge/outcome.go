@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/mcbridge/mcbridge/amqp"
+	"github.com/mcbridge/mcbridge/bridge/internal/metrics"
 	"github.com/mcbridge/mcbridge/mcproto"
 )
 
@@ -22,35 +23,39 @@ type outcome struct {
 type outcomeKind uint8
 
 const (
-	outHit            outcomeKind = iota // a retrieval handed out a message; mg: this connection holds one
-	outMiss                              // nothing to hand out (empty or unknown queue, reservation already held)
-	outStored                            // set: confirmed by the broker; cas: the reservation acked
-	outNotStored                         // the broker returned or nacked the message
-	outDeleted                           // the reservation acked
-	outNotFound                          // no such reservation
-	outTouched                           // the reservation's lease set
-	outOK                                // a command without a queue result (version, stats, flush_all, ...)
-	outUnknownCommand                    // not a memcache command: ERROR
-	outBadRequest                        // a key or line the command cannot take: CLIENT_ERROR bad command line format
-	outNotSupported                      // a memcache command that means nothing on a queue (add, incr, ...)
-	outTooLarge                          // a value over max_item_size
-	outServerError                       // the outcome is unknown or the broker unusable; msg says why
+	outHit             outcomeKind = iota // a retrieval handed out a message; mg: this connection holds one
+	outMiss                               // nothing to hand out (empty or unknown queue, reservation already held)
+	outStored                             // set: confirmed by the broker; cas: the reservation acked
+	outNotStored                          // the broker returned or nacked the message
+	outDeleted                            // the reservation acked
+	outNotFound                           // no such reservation
+	outTouched                            // the reservation's lease set
+	outOK                                 // a command without a queue result (version, stats, flush_all, ...)
+	outUnknownCommand                     // not a memcache command: ERROR
+	outBadRequest                         // a key or line the command cannot take: CLIENT_ERROR bad command line format
+	outNotSupported                       // a memcache command that means nothing on a queue (add, incr, ...)
+	outTooLarge                           // a value over max_item_size
+	outUnauthenticated                    // auth.mode broker: the connection has not logged in
+	outAccessRefused                      // the broker refused the user this operation (403): nothing done
+	outServerError                        // the outcome is unknown or the broker unusable; msg says why
 )
 
 var outcomeResults = [...]string{
-	outHit:            "hit",
-	outMiss:           "miss",
-	outStored:         "stored",
-	outNotStored:      "not_stored",
-	outDeleted:        "deleted",
-	outNotFound:       "not_found",
-	outTouched:        "touched",
-	outOK:             "ok",
-	outUnknownCommand: "error",
-	outBadRequest:     "client_error",
-	outNotSupported:   "client_error",
-	outTooLarge:       "server_error",
-	outServerError:    "server_error",
+	outHit:             "hit",
+	outMiss:            "miss",
+	outStored:          "stored",
+	outNotStored:       "not_stored",
+	outDeleted:         "deleted",
+	outNotFound:        "not_found",
+	outTouched:         "touched",
+	outOK:              "ok",
+	outUnknownCommand:  "error",
+	outBadRequest:      "client_error",
+	outNotSupported:    "client_error",
+	outTooLarge:        "server_error",
+	outServerError:     "server_error",
+	outUnauthenticated: "client_error",
+	outAccessRefused:   "client_error",
 }
 
 // String is the result label value.
@@ -58,18 +63,22 @@ func (k outcomeKind) String() string { return outcomeResults[k] }
 
 // Outcomes without a message.
 var (
-	hit          = outcome{kind: outHit}
-	miss         = outcome{kind: outMiss}
-	stored       = outcome{kind: outStored}
-	notStored    = outcome{kind: outNotStored}
-	deleted      = outcome{kind: outDeleted}
-	notFound     = outcome{kind: outNotFound}
-	touched      = outcome{kind: outTouched}
-	served       = outcome{kind: outOK}
-	unknownCmd   = outcome{kind: outUnknownCommand}
-	badRequest   = outcome{kind: outBadRequest}
-	notSupported = outcome{kind: outNotSupported}
-	tooLarge     = outcome{kind: outTooLarge}
+	hit             = outcome{kind: outHit}
+	miss            = outcome{kind: outMiss}
+	stored          = outcome{kind: outStored}
+	notStored       = outcome{kind: outNotStored}
+	deleted         = outcome{kind: outDeleted}
+	notFound        = outcome{kind: outNotFound}
+	touched         = outcome{kind: outTouched}
+	served          = outcome{kind: outOK}
+	unknownCmd      = outcome{kind: outUnknownCommand}
+	badRequest      = outcome{kind: outBadRequest}
+	notSupported    = outcome{kind: outNotSupported}
+	tooLarge        = outcome{kind: outTooLarge}
+	unauthenticated = outcome{kind: outUnauthenticated}
+	accessRefused   = outcome{kind: outAccessRefused}
+	// tooManyQueues: a set would make a new queue past a queue limit.
+	tooManyQueues = outcome{kind: outServerError, msg: "too many queues"}
 )
 
 // serverError is the outcome of a command whose result is unknown or whose
@@ -81,6 +90,8 @@ func brokerOutcome(err error) outcome {
 	switch {
 	case errors.Is(err, amqp.ErrUnroutable), errors.Is(err, amqp.ErrNacked):
 		return notStored
+	case errors.Is(err, amqp.ErrAccessRefused):
+		return accessRefused
 	case errors.Is(err, amqp.ErrBlocked):
 		return serverError("broker blocked publishing (resource alarm)")
 	case errors.Is(err, amqp.ErrConfirmTimeout):
@@ -136,7 +147,7 @@ func (s *Server) count(cmd mcproto.Op, t tally, o outcome) outcome {
 // countAs is count under a label that is not a command word (a line that
 // could not be read is "invalid").
 func (s *Server) countAs(label string, t tally, o outcome) {
-	if o.kind != outBadRequest {
+	if o.kind != outBadRequest && o.kind != outUnauthenticated {
 		cmds, hits, misses := s.stats.family(t)
 		if cmds != nil {
 			cmds.Add(1)
@@ -151,6 +162,10 @@ func (s *Server) countAs(label string, t tally, o outcome) {
 				misses.Add(1)
 			}
 		}
+	}
+	if o.kind == outTooLarge {
+		// A value over max_item_size is the only way to this outcome.
+		s.metrics.LimitRefused(metrics.LimitMaxItemSize)
 	}
 	s.metrics.Commands.WithLabelValues(label, o.kind.String()).Inc()
 }

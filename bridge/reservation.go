@@ -78,6 +78,8 @@ func (s *Server) settle(r *reservation, mode int, reason string) bool {
 		if told = requeue() == nil; told {
 			s.metrics.Requeued.WithLabelValues(r.queue.Label, reason).Inc()
 		}
+	case settleDrop:
+		r.delivery.Forget()
 	}
 	s.registry.remove(r)
 	r.owner.forget(r)

@@ -21,15 +21,23 @@ var Version = "1.0.0-dev"
 
 // Server is the memcache-protocol front of the gateway.
 type Server struct {
-	cfg      *config.Config
-	broker   *amqp.Client
-	log      *slog.Logger
-	metrics  *metrics.Metrics
-	queues   *queues.Table
-	registry *registry
-	ids      *idSource
-	stats    counters
-	started  time.Time
+	cfg     *config.Config
+	broker  *amqp.Client
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	queues  *queues.Table
+	obs     *Observer
+	// defaultTenant is the amqp.urls user (broker, queues); tenants are
+	// the users logged in under auth.mode broker; throttle slows the
+	// logins of addresses that failed recently.
+	defaultTenant *tenant
+	tenants       *tenantSet
+	throttle      *loginThrottle
+	registry      *registry
+	ids           *idSource
+	pending       *pendingBytes
+	stats         counters
+	started       time.Time
 
 	// ctx is cancelled at the end of a graceful shutdown; commands in flight
 	// use it for broker calls.
@@ -39,12 +47,16 @@ type Server struct {
 	// Warnings that a fault could repeat for every command are limited
 	// to one line per interval.
 	publishFailLog, refusedLog, flushAllLog logLimiter
+	// Queues refused: by limits.max_queues, by the broker's queue limit.
+	maxQueuesLog, brokerQueueLimitLog logLimiter
 
 	mu       sync.Mutex
 	ln       net.Listener       // guarded by mu
 	conns    map[*conn]struct{} // guarded by mu
 	draining bool               // guarded by mu
-	wg       sync.WaitGroup     // connection goroutines
+	wg       sync.WaitGroup     // connection goroutines, and refusals being written
+	// refusing counts refusals being written (see maxRefusing).
+	refusing atomic.Int32
 }
 
 // Options for New.
@@ -66,14 +78,21 @@ func New(cfg *config.Config, broker *amqp.Client, obs *Observer, opts Options) *
 		log:      log.With("component", "bridge"),
 		metrics:  obs.metrics,
 		queues:   queues.NewTable(cfg, broker),
+		obs:      obs,
+		throttle: newLoginThrottle(),
 		registry: newRegistry(),
 		ids:      newIDSource(),
+		pending:  newPendingBytes(int64(cfg.Limits.MaxPendingBytes), obs.metrics.PendingBytes),
 		started:  time.Now(),
 		ctx:      ctx,
 		cancel:   cancel,
 		conns:    make(map[*conn]struct{}),
 	}
+	s.defaultTenant = &tenant{broker: broker, queues: s.queues, opened: make(chan struct{})}
+	close(s.defaultTenant.opened)
+	s.tenants = newTenantSet(s)
 	obs.metrics.Configure(cfg)
+	obs.metrics.CountQueues(func() int { return s.queues.Len() + s.tenants.queueCount() })
 	obs.srv.Store(s)
 	return s
 }
@@ -164,6 +183,18 @@ func (s *Server) Addr() net.Addr {
 // tooManyConnections is memcached's own reply when it is full.
 const tooManyConnections = "ERROR Too many open connections\r\n"
 
+// Refusals past max_connections are written off the accept goroutine, each
+// within refuseTimeout (on a TLS listener the write first runs the
+// handshake, which a silent client would stall forever), and at most
+// maxRefusing at once: past that a refused connection is closed without
+// the reply, so a flood costs neither goroutines nor handshakes.
+const (
+	refuseTimeout = time.Second
+	maxRefusing   = 64
+)
+
+// accept starts serving nc, or refuses it. It does no client I/O: the
+// accept loop must never wait on a client.
 func (s *Server) accept(nc net.Conn) {
 	s.mu.Lock()
 	if s.draining {
@@ -172,14 +203,30 @@ func (s *Server) accept(nc net.Conn) {
 		return
 	}
 	if len(s.conns) >= s.cfg.Limits.MaxConnections {
+		reply := s.refusing.Add(1) <= maxRefusing
+		if reply {
+			// Added under mu, as for connections: Shutdown waits for it.
+			s.wg.Add(1)
+		} else {
+			s.refusing.Add(-1)
+		}
 		s.mu.Unlock()
 		s.stats.rejectedConns.Add(1)
+		s.metrics.LimitRefused(metrics.LimitMaxConnections)
 		if s.refusedLog.allow(10 * time.Second) {
 			s.log.Warn("connections refused: max_connections reached", "remote", nc.RemoteAddr().String(), "max", s.cfg.Limits.MaxConnections, "refused_total", s.stats.rejectedConns.Load())
 		}
-		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
-		_, _ = nc.Write([]byte(tooManyConnections))
-		nc.Close()
+		if !reply {
+			nc.Close()
+			return
+		}
+		go func() {
+			defer s.wg.Done()
+			defer s.refusing.Add(-1)
+			_ = nc.SetDeadline(time.Now().Add(refuseTimeout))
+			_, _ = nc.Write([]byte(tooManyConnections))
+			nc.Close()
+		}()
 		return
 	}
 	c := newConn(s, nc)
@@ -237,6 +284,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	s.cancel()
+	// A stats count read still under way ends now that ctx is over.
+	s.queues.Wait()
 	// Connections requeue on their way out; this catches any reservation
 	// whose owner raced the shutdown.
 	for _, r := range s.registry.all() {
@@ -244,6 +293,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.settle(r, settleRequeue, metrics.ReasonShutdown)
 		}
 	}
+	// No connection is left to use the users' broker connections.
+	s.tenants.close()
 	return err
 }
 

@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mcbridge/mcbridge/amqp"
 	"github.com/mcbridge/mcbridge/bridge/internal/metrics"
+	"github.com/mcbridge/mcbridge/bridge/internal/queues"
 	"github.com/mcbridge/mcbridge/config"
 	"github.com/mcbridge/mcbridge/mcproto"
 )
@@ -26,6 +28,10 @@ type session struct {
 	// client is the connection, for waits (kestrel's /t=), which must
 	// send what is answered already and end with their client.
 	client waitingClient
+	// t is the broker identity the connection acts as: nil until it logs
+	// in (auth.mode broker), else the default tenant or a logged-in
+	// user's. Other connections read it (acks by id), so it is atomic.
+	t atomic.Pointer[tenant]
 
 	mu     sync.Mutex
 	held   map[string]*reservation // guarded by mu; one per queue
@@ -42,8 +48,17 @@ type waitingClient interface {
 }
 
 func newSession(srv *Server, client waitingClient) *session {
-	return &session{srv: srv, client: client, held: make(map[string]*reservation)}
+	s := &session{srv: srv, client: client, held: make(map[string]*reservation)}
+	if srv.cfg.Auth.Mode != config.AuthBroker || srv.cfg.Auth.Anonymous == config.AnonymousAllow {
+		// No login needed: the amqp.urls user, until a login (if any).
+		s.t.Store(srv.defaultTenant)
+	}
+	return s
 }
+
+// tenant is the identity the connection acts as (nil: not logged in).
+// Queue operations run only once it is set.
+func (s *session) tenant() *tenant { return s.t.Load() }
 
 // item is one message handed out by a retrieval, or what a reply may tell
 // of a held reservation (touch, mg without v).
@@ -122,7 +137,19 @@ func (s *session) getAll(cmd mcproto.Op, keys [][]byte, lease leaseAsk, items []
 		}
 		parsed[i] = k
 	}
+	// A queue that a plain key of this line found empty (or held) is a
+	// miss for the line's later plain keys of it, without asking the
+	// broker again: a line looks at each queue once. Else one 64 KiB line
+	// naming an empty queue thousands of times costs thousands of broker
+	// round trips, served long after its client went away.
+	var missed map[string]bool
 	for _, k := range parsed {
+		plain := !k.opts.Any() || k.opts == (mcproto.KeyOptions{Open: true})
+		if plain && missed[k.queue] {
+			s.srv.count(cmd, tallyGet, miss)
+			items = append(items, nil)
+			continue
+		}
 		it, o := s.retrieve(k)
 		s.srv.count(cmd, tallyGet, o)
 		if o.kind != outHit && o.kind != outMiss {
@@ -130,6 +157,12 @@ func (s *session) getAll(cmd mcproto.Op, keys [][]byte, lease leaseAsk, items []
 				s.requeueUnsent(it)
 			}
 			return items, o
+		}
+		if plain && o.kind == outMiss && len(parsed) > 1 {
+			if missed == nil {
+				missed = make(map[string]bool)
+			}
+			missed[k.queue] = true
 		}
 		items = append(items, it)
 	}
@@ -196,13 +229,18 @@ func (s *session) holds(cmd mcproto.Op, key []byte) (*item, outcome) {
 // store publishes body to where key routes.
 func (s *session) store(ctx context.Context, key string, flags uint32, exptime int64, body []byte) outcome {
 	srv := s.srv
+	t := s.tenant()
 	ttl, expired := expiration(exptime, time.Now())
-	exchange, qs, ok, err := srv.queues.Route(ctx, key)
+	exchange, qs, ok, err := t.queues.Route(ctx, key)
 	if err != nil {
-		return brokerOutcome(err)
+		return srv.routeFailed(key, err)
 	}
 	if !ok {
 		return notStored
+	}
+	if qs != nil {
+		// Publishing keeps the queue's state (a pending publish).
+		defer qs.Done()
 	}
 	if expired {
 		// memcached stores it and never returns it; a queue gets the same
@@ -210,9 +248,14 @@ func (s *session) store(ctx context.Context, key string, flags uint32, exptime i
 		return stored
 	}
 	// The publish may outlive this call (a confirm timeout), and the
-	// parser reuses its buffer: the broker gets its own copy.
-	owned := make([]byte, len(body))
-	copy(owned, body)
+	// readers reuse their buffers for small values: the broker gets its own
+	// copy of those. A larger value's buffer is never reused, so it is
+	// handed over as it is: a value pending here is in memory once, not
+	// twice (limits.max_pending_bytes bounds what that memory is).
+	owned := body
+	if len(body) <= mcproto.MaxSharedBlock {
+		owned = bytes.Clone(body)
+	}
 	msg := amqp.Message{
 		Exchange:   exchange,
 		RoutingKey: key,
@@ -221,22 +264,26 @@ func (s *session) store(ctx context.Context, key string, flags uint32, exptime i
 		Body:       owned,
 	}
 	start := time.Now()
-	err = srv.broker.Publish(ctx, msg)
+	err = t.broker.Publish(ctx, msg)
 	if qs != nil && errors.Is(err, amqp.ErrUnroutable) {
 		// Our queue is gone (an operator deleted it): declare it again and
 		// publish once more. Nothing was stored the first time.
-		srv.broker.Forget(key)
-		if _, qs, ok, err = srv.queues.Route(ctx, key); err != nil {
-			return brokerOutcome(err)
+		t.broker.Forget(key)
+		var again *queues.Queue
+		if _, again, ok, err = t.queues.Route(ctx, key); err != nil {
+			return srv.routeFailed(key, err)
+		}
+		if again != nil {
+			again.Done() // the first one is held until the end
 		}
 		if !ok {
 			return notStored
 		}
-		err = srv.broker.Publish(ctx, msg)
+		err = t.broker.Publish(ctx, msg)
 	}
 	srv.metrics.PublishDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
-		if !errors.Is(err, amqp.ErrUnroutable) && !errors.Is(err, amqp.ErrNacked) && srv.publishFailLog.allow(10*time.Second) {
+		if !errors.Is(err, amqp.ErrUnroutable) && !errors.Is(err, amqp.ErrNacked) && !errors.Is(err, amqp.ErrAccessRefused) && srv.publishFailLog.allow(10*time.Second) {
 			srv.log.Warn("publish failed; sets answer SERVER_ERROR", "err", err)
 		}
 		return brokerOutcome(err)
@@ -244,7 +291,7 @@ func (s *session) store(ctx context.Context, key string, flags uint32, exptime i
 	if qs != nil {
 		qs.Published.Add(1)
 		// A wait polling this queue looks now.
-		srv.broker.Published(key)
+		t.broker.Published(key)
 	}
 	return stored
 }
@@ -275,11 +322,11 @@ func (s *session) retrieve(k retrievalKey) (*item, outcome) {
 		ctx, stop := s.client.watchClient()
 		defer stop()
 		return found(s.reserveWith(ctx, k.queue, k.lease, func(ctx context.Context) (*amqp.Delivery, error) {
-			return s.srv.broker.Wait(ctx, k.queue, o.Timeout)
+			return s.tenant().broker.Wait(ctx, k.queue, o.Timeout)
 		}))
 	}
 	return found(s.reserveWith(s.srv.ctx, k.queue, k.lease, func(ctx context.Context) (*amqp.Delivery, error) {
-		return s.srv.broker.Get(ctx, k.queue)
+		return s.tenant().broker.Get(ctx, k.queue)
 	}))
 }
 
@@ -300,10 +347,13 @@ func found(it *item, err error) (*item, outcome) {
 // on it.
 func (s *session) reserveWith(ctx context.Context, queue string, lease leaseAsk, fetch func(context.Context) (*amqp.Delivery, error)) (*item, error) {
 	srv := s.srv
-	qs, err := srv.queues.Readable(ctx, queue)
+	t := s.tenant()
+	qs, err := srv.readable(ctx, t.queues, queue)
 	if err != nil || qs == nil {
 		return nil, err
 	}
+	// Until a reservation holds it, the fetch keeps the queue's state.
+	defer qs.Done()
 	manual := qs.Ack != config.AckAuto
 	if manual {
 		s.mu.Lock()
@@ -317,9 +367,11 @@ func (s *session) reserveWith(ctx context.Context, queue string, lease leaseAsk,
 	if errors.Is(err, amqp.ErrQueueNotFound) {
 		// Deleted behind our back (the client forgot it): declare it
 		// again if we may, and try once more.
-		if qs, err = srv.queues.Readable(ctx, queue); err != nil || qs == nil {
+		var again *queues.Queue
+		if again, err = srv.readable(ctx, t.queues, queue); err != nil || again == nil {
 			return nil, err
 		}
+		again.Done() // the first one is held until the end
 		d, err = fetch(ctx)
 	}
 	if errors.Is(err, amqp.ErrQueueNotFound) || errors.Is(err, context.Canceled) {
@@ -380,11 +432,13 @@ func (s *session) peek(ctx context.Context, queue string) (*item, error) {
 	if r := s.heldOn(queue); r != nil {
 		return &item{flags: r.flags, body: r.body}, nil
 	}
-	qs, err := s.srv.queues.Readable(ctx, queue)
+	t := s.tenant()
+	qs, err := s.srv.readable(ctx, t.queues, queue)
 	if err != nil || qs == nil {
 		return nil, err
 	}
-	d, err := s.srv.broker.Get(ctx, queue)
+	defer qs.Done()
+	d, err := t.broker.Get(ctx, queue)
 	if errors.Is(err, amqp.ErrQueueNotFound) {
 		return nil, nil
 	}
@@ -407,7 +461,7 @@ func (s *session) delivered(items []*item, writeErr error) {
 			continue
 		}
 		if it.autoAck.Ack() == nil {
-			if qs := s.srv.queues.State(it.autoAck.Queue); qs != nil {
+			if qs := s.tenant().queues.Lookup(it.autoAck.Queue); qs != nil {
 				qs.Acked.Add(1)
 			}
 		}
@@ -446,7 +500,9 @@ func (s *session) ack(queue string) bool {
 // ackID acks the reservation with that id on queue, held by any connection.
 func (s *session) ackID(queue string, id uint64) bool {
 	r := s.srv.registry.get(id)
-	if r == nil || r.queue.Name != queue || !r.end() {
+	// Ids are unique across users, but a user may only ack its own
+	// reservations: another user's id is not found.
+	if r == nil || r.queue.Name != queue || r.owner.tenant() != s.tenant() || !r.end() {
 		return false
 	}
 	return s.srv.settle(r, settleAck, "")
@@ -512,4 +568,50 @@ func (s *session) close(reason string) {
 			s.srv.settle(r, settleRequeue, reason)
 		}
 	}
+	// What it held is settled: its user's broker connections may go idle.
+	if t := s.t.Swap(nil); t != nil && t != s.srv.defaultTenant {
+		s.srv.tenants.release(t)
+	}
+}
+
+// readable is queues.Readable for a retrieval: a queue refused for a queue
+// limit (limits.max_queues, the broker's) is a miss, as an unknown one. So
+// is a retrieval that ended while its queue was being declared (a wait
+// whose client went away, or with commands filling the buffer behind it),
+// as when it ends in line; it answered SERVER_ERROR broker error.
+func (srv *Server) readable(ctx context.Context, table *queues.Table, queue string) (*queues.Queue, error) {
+	qs, err := table.Readable(ctx, queue)
+	if err != nil && (srv.queueRefused(queue, err) || errors.Is(err, context.Canceled)) {
+		return nil, nil
+	}
+	return qs, err
+}
+
+// routeFailed is the outcome of a set whose key could not be routed.
+func (srv *Server) routeFailed(key string, err error) outcome {
+	if srv.queueRefused(key, err) {
+		return tooManyQueues
+	}
+	return brokerOutcome(err)
+}
+
+// queueRefused reports whether err refuses a new queue for a queue limit,
+// and counts and logs (once a minute) such a refusal.
+func (srv *Server) queueRefused(queue string, err error) bool {
+	switch {
+	case errors.Is(err, queues.ErrTooManyQueues):
+		srv.metrics.LimitRefused(metrics.LimitMaxQueues)
+		if srv.maxQueuesLog.allow(time.Minute) {
+			srv.log.Warn("limits.max_queues reached: sets of new queues answer SERVER_ERROR too many queues, gets miss",
+				"max_queues", srv.cfg.Limits.MaxQueues, "queue", queue)
+		}
+		return true
+	case errors.Is(err, amqp.ErrQueueLimit):
+		if srv.brokerQueueLimitLog.allow(time.Minute) {
+			srv.log.Warn("the broker refuses new queues (its queue limit): sets of new queues answer SERVER_ERROR too many queues, gets miss",
+				"queue", queue, "err", err)
+		}
+		return true
+	}
+	return false
 }

@@ -47,19 +47,21 @@ func (c *counters) family(t tally) (cmds, hits, misses *atomic.Uint64) {
 type stat struct{ name, value string }
 
 // statsListing is the listing a stats command asks for: args is its group,
-// if any. known is false for a group that does not exist.
-func (s *Server) statsListing(args [][]byte) (list []stat, known bool) {
+// if any. known is false for a group that does not exist. The queues listed
+// are those of t, the identity the connection acts as: a user sees the
+// queues used under its own name.
+func (s *Server) statsListing(args [][]byte, t *tenant) (list []stat, known bool) {
 	var group string
 	if len(args) > 0 {
 		group = string(args[0])
 	}
 	switch {
 	case len(args) == 0:
-		return s.generalStats(), true
+		return s.generalStats(t), true
 	case len(args) > 1:
 		return nil, false
 	case group == "queue":
-		return s.queueStats(), true
+		return s.queueStats(t), true
 	case group == "settings":
 		for _, st := range s.cfg.Settings() {
 			list = append(list, stat{st.Name, st.Value})
@@ -74,7 +76,7 @@ func (s *Server) statsListing(args [][]byte) (list []stat, known bool) {
 
 // generalStats are memcached's general lines, then kestrel/starling style
 // lines per queue.
-func (s *Server) generalStats() []stat {
+func (s *Server) generalStats(t *tenant) []stat {
 	st := &s.stats
 	now := time.Now()
 	i := func(v int64) string { return strconv.FormatInt(v, 10) }
@@ -100,10 +102,14 @@ func (s *Server) generalStats() []stat {
 		{"bytes_written", u(st.bytesWritten.Load())},
 		{"threads", i(int64(runtime.GOMAXPROCS(0)))},
 	}
-	for _, qs := range s.queues.List() {
+	qlist := t.queues.List()
+	// Bounded in time and broker calls, however many queues: counts not
+	// read now show their last value.
+	t.queues.RefreshCounts(s.ctx, qlist)
+	for _, qs := range qlist {
 		prefix := "queue_" + qs.Name
 		items := "unknown"
-		if n, ok := qs.ReadyCount(s.ctx, s.broker); ok {
+		if n, ok := qs.ReadyCount(); ok {
 			items = i(int64(n))
 		}
 		list = append(list,
@@ -115,9 +121,9 @@ func (s *Server) generalStats() []stat {
 }
 
 // queueStats is memcacheq's "stats queue": published/acked per queue.
-func (s *Server) queueStats() []stat {
+func (s *Server) queueStats(t *tenant) []stat {
 	var list []stat
-	for _, qs := range s.queues.List() {
+	for _, qs := range t.queues.List() {
 		list = append(list, stat{qs.Name, strconv.FormatUint(qs.Published.Load(), 10) + "/" + strconv.FormatUint(qs.Acked.Load(), 10)})
 	}
 	return list

@@ -31,6 +31,9 @@ func (c *conn) textLoop() closeReason {
 		c.started = true
 		cmd, err := c.p.Next()
 		if err != nil {
+			// Only cmd's Op and Noreply are used below, which outlive
+			// commandDone.
+			c.commandDone()
 			if cmd != nil && cmd.Noreply {
 				// memcached stays silent on noreply commands even when
 				// they fail; clients such as pymemcache rely on it.
@@ -38,7 +41,14 @@ func (c *conn) textLoop() closeReason {
 				continue
 			}
 			if c.w.ErrorReply(err) {
-				c.srv.countAs(labelInvalid, tallyNone, readOutcome(err))
+				// A command the parser recognised (an oversized or
+				// malformed set) counts under its own name; only a line
+				// that names no command is "invalid".
+				label := labelInvalid
+				if cmd != nil {
+					label = cmd.Op.String()
+				}
+				c.srv.countAs(label, tallyNone, readOutcome(err))
 				if errors.Is(err, mcproto.ErrLineTooLong) {
 					c.srv.log.Debug("line too long", "remote", c.nc.RemoteAddr().String())
 					_ = c.flush()
@@ -49,7 +59,9 @@ func (c *conn) textLoop() closeReason {
 			}
 			return c.readFailure(err, closeReadTimeout)
 		}
-		if quit := c.dispatch(cmd); quit {
+		quit := c.dispatch(cmd)
+		c.commandDone()
+		if quit {
 			_ = c.flush()
 			return closeClientQuit
 		}
@@ -63,6 +75,9 @@ func (c *conn) textLoop() closeReason {
 // dispatch runs one text or meta command. It reports whether the client
 // quit.
 func (c *conn) dispatch(cmd *mcproto.Command) (quit bool) {
+	if c.textAuth(cmd) {
+		return false
+	}
 	switch cmd.Op {
 	case mcproto.OpGet, mcproto.OpGets:
 		c.retrieve(cmd, leaseAsk{})
@@ -142,6 +157,10 @@ func (c *conn) reply(cmd *mcproto.Command, o outcome) {
 		w.ServerError(mcproto.MsgObjectTooLarge)
 	case outServerError:
 		w.ServerError(o.msg)
+	case outUnauthenticated:
+		w.ClientError(msgUnauthenticated)
+	case outAccessRefused:
+		w.ClientError(msgAccessRefused)
 	}
 }
 
@@ -183,7 +202,7 @@ func hasAutoAck(items []*item) bool {
 
 // stats writes a stats listing: STAT lines, then END.
 func (c *conn) stats(cmd *mcproto.Command) {
-	list, known := c.srv.statsListing(cmd.Args)
+	list, known := c.srv.statsListing(cmd.Args, c.sess.tenant())
 	if !known {
 		c.reply(cmd, c.srv.count(cmd.Op, tallyNone, unknownCmd))
 		return

@@ -17,8 +17,11 @@ import (
 //
 // While the command waits the connection reads nothing else, so a
 // goroutine peeks at what comes in: pipelined commands are left in the
-// buffer for later, an end of input ends the context. stop ends the watch;
-// it must be called before the connection reads again.
+// buffer for later, an end of input ends the context. Once the pipelined
+// commands fill the read buffer nothing behind them can be seen, the
+// client's going away included: the context ends then too, so that the
+// wait ends (a miss) rather than outlive its client by up to a day. stop
+// ends the watch; it must be called before the connection reads again.
 func (c *conn) watchClient() (ctx context.Context, stop func()) {
 	ctx, cancel := context.WithCancel(c.srv.ctx)
 	var stopping atomic.Bool
@@ -35,7 +38,8 @@ func (c *conn) watchClient() (ctx context.Context, stop func()) {
 		for {
 			n := c.br.Buffered()
 			if n >= c.br.Size() {
-				return // a full buffer of pipelined commands: they wait
+				cancel()
+				return
 			}
 			if _, err := c.br.Peek(n + 1); err != nil {
 				if !errors.Is(err, os.ErrDeadlineExceeded) || c.draining.Load() || !stopping.Load() {

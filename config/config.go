@@ -142,8 +142,9 @@ type Limits struct {
 	IdleTimeout                  time.Duration `yaml:"idle_timeout"`  // 0 = connections may idle forever
 	ReadTimeout                  time.Duration `yaml:"read_timeout"`  // deadline for a partly sent command or data block; 0 = none
 	MaxReservationsPerConnection int           `yaml:"max_reservations_per_connection"`
-	// MaxQueues bounds the queues this gateway auto-declares: past it a set
-	// of a new queue is SERVER_ERROR too many queues and a get a miss.
+	// MaxQueues bounds the queues with state in this gateway, YAML ones
+	// included (they are never refused): past it a set of a new queue is
+	// SERVER_ERROR too many queues and a get a miss.
 	MaxQueues int `yaml:"max_queues"`
 	// MaxPendingBytes bounds the values read from clients but not yet
 	// confirmed by the broker; above it the gateway pauses reading. Load

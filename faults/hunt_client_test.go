@@ -112,11 +112,8 @@ func (c *huntConn) binRound(op byte, cas uint64, extras, key, value string) (sta
 	return binary.BigEndian.Uint16(h[6:]), binary.BigEndian.Uint64(h[16:]), string(body[skip:]), nil
 }
 
-func be32(v uint32) string {
-	var b [4]byte
-	binary.BigEndian.PutUint32(b[:], v)
-	return string(b[:])
-}
+// be32 is v as 4 big-endian bytes.
+var be32 = mctest.BE32
 
 // set publishes body under key.
 func (c *huntConn) set(key, body string) (setOutcome, string, error) {

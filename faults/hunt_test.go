@@ -62,11 +62,12 @@ func TestHunt(t *testing.T) {
 
 // Queue kinds of the hunt.
 type huntQueues struct {
-	healthy, fifo, doomed string // classic, auto-declared by the gateway
-	full                  string // classic, max_length 3, reject-publish
-	quorum, dead          string // quorum, delivery_limit 3, dead-lettered to dead
-	auto                  string // ack: auto
-	void                  string // a key routed to a fanout exchange that nothing is bound to
+	healthy, doomed string // classic, auto-declared by the gateway
+	fifo            string // classic, in the YAML for a metric label of its own
+	full            string // classic, max_length 3, reject-publish
+	quorum, dead    string // quorum, delivery_limit 3, dead-lettered to dead
+	auto            string // ack: auto
+	void            string // a key routed to a fanout exchange that nothing is bound to
 }
 
 const huntDeliveryLimit = 3
@@ -96,7 +97,8 @@ queues:
   - {name: %[3]s, type: quorum, delivery_limit: %[6]d, dead_letter_exchange: %[1]s.dlx}
   - {name: %[4]s, bindings: [{exchange: %[1]s.dlx}]}
   - {name: %[5]s, ack: auto}
-`, prefix, qs.full, qs.quorum, qs.dead, qs.auto, huntDeliveryLimit)
+  - {name: %[7]s}
+`, prefix, qs.full, qs.quorum, qs.dead, qs.auto, huntDeliveryLimit, qs.fifo)
 	cfg, err := config.Load([]byte(y))
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, y)
@@ -104,7 +106,17 @@ queues:
 	cfg.AMQP.URLs = testgateway.Config().AMQP.URLs
 	name := testgateway.UniqueName()
 	p := startProxy(t, testbroker.Addr, publishConnName(name), nil)
-	g := testgateway.Start(t, cfg, testgateway.Options{URLs: []string{proxyURL(p)}, ConnectionName: name})
+	opts := testgateway.Options{URLs: []string{proxyURL(p)}, ConnectionName: name}
+	if path := os.Getenv("MCBRIDGE_HUNT_LOG"); path != "" {
+		// The gateway's debug log, to follow a failure through it.
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = f.Close() })
+		opts.Logs = f
+	}
+	g := testgateway.Start(t, cfg, opts)
 
 	h := &history{}
 	rng := rand.New(rand.NewPCG(seed, 1))
@@ -120,7 +132,8 @@ queues:
 		wg.Go(func() { errs <- cl.run(deadline) })
 	}
 	fifo := &fifoLane{addr: g.Addr, q: qs.fifo, h: h, f: framing(rng.IntN(3)),
-		prodRng: rand.New(rand.NewPCG(seed, 2)), consRng: rand.New(rand.NewPCG(seed, 4))}
+		prodRng: rand.New(rand.NewPCG(seed, 2)), consRng: rand.New(rand.NewPCG(seed, 4)),
+		redeliveries: func() float64 { return g.Metric("mcbridge_redelivered_total", "queue", qs.fifo) }}
 	wg.Go(func() { errs <- fifo.produce(deadline) })
 	wg.Go(func() { errs <- fifo.consume(deadline) })
 	faults := &faultInjector{t: t, p: p, g: g, qs: qs, h: h, rng: rand.New(rand.NewPCG(seed, 3))}
@@ -151,6 +164,10 @@ queues:
 		}
 		return true
 	})
+	// Nor may the gateway count a delivery as held that nobody has: the
+	// broker requeued those of channels that died (a count that leaked
+	// widened every later consumer's window, up to 4,096 fetched ahead).
+	nothingHeld(t, g, queues, 20*time.Second)
 	drained := map[string][]string{}
 	for _, q := range queues {
 		drained[q] = drainRaw(t, q)
@@ -195,7 +212,7 @@ func drainRaw(t testing.TB, q string) []string {
 type evKind int
 
 func (k evKind) String() string {
-	return [...]string{"set", "handout", "ack", "close", "giveback", "touch", "disconnect"}[k]
+	return [...]string{"set", "handout", "ack", "close", "giveback", "touch", "disconnect", "miss", "get error"}[k]
 }
 
 const (
@@ -206,6 +223,10 @@ const (
 	evGiveBack // /abort, a negative touch: the message goes back
 	evTouch    // a lease change; ok: touched
 	evDisconnect
+	// The FIFO lane's gets that handed nothing out, for its reports: a
+	// miss, or a SERVER_ERROR (body: the reply).
+	evMiss
+	evGetError
 )
 
 // event is one request and what it was told. sent is when the request
@@ -218,23 +239,30 @@ type event struct {
 	id         uint64
 	lease      time.Duration // handouts and touches: the lease asked
 	peek, auto bool          // handouts without a reservation
-	ok         bool
-	set        setOutcome
-	sent, at   time.Time
+	// redelivered: a hand-out the broker flagged as delivered before (the
+	// gateway's mcbridge_redelivered_total grew across the get).
+	redelivered bool
+	ok          bool
+	set         setOutcome
+	sent, at    time.Time
 }
 
 type history struct {
 	mu     sync.Mutex
 	events []event
 	faults []faultWindow
-	// fifo is the FIFO consumer's hand-outs and give-backs, in order.
+	// fifo is what the FIFO consumer did and saw, in order: hand-outs, acks,
+	// give-backs, and the misses and errors between them.
 	fifo []event
 	ids  []idRef // reservation ids seen, for acks by id from other clients
 }
 
 // faultWindow is when a fault lasted, and a moment after: a reconnect or a
 // requeue it causes lands just after it ends.
-type faultWindow struct{ from, to time.Time }
+type faultWindow struct {
+	kind     string
+	from, to time.Time
+}
 
 const faultAfterglow = 200 * time.Millisecond
 
@@ -255,11 +283,33 @@ func (h *history) add(e event) {
 	h.mu.Unlock()
 }
 
+// noteFIFO adds an event of the FIFO lane's consumer to its story.
+func (h *history) noteFIFO(e event) {
+	h.mu.Lock()
+	h.fifo = append(h.fifo, e)
+	h.mu.Unlock()
+}
+
+// nothingHeld waits until the gateway counts no delivery of queues as held
+// (amqp.Client.Held): once every client is gone, a count left is a leak.
+func nothingHeld(t *testing.T, g *testgateway.Gateway, queues []string, within time.Duration) {
+	t.Helper()
+	testbroker.Eventually(t, within, "the gateway to count nothing held", func() bool {
+		for _, q := range queues {
+			if n := g.Broker.Held(q); n != 0 {
+				t.Logf("%s: %d counted as held", q, n)
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // fault records a fault that starts now; end records its end.
-func (h *history) fault() (end func()) {
+func (h *history) fault(kind string) (end func()) {
 	h.mu.Lock()
 	i := len(h.faults)
-	h.faults = append(h.faults, faultWindow{from: time.Now(), to: time.Now().Add(time.Hour)})
+	h.faults = append(h.faults, faultWindow{kind: kind, from: time.Now(), to: time.Now().Add(time.Hour)})
 	h.mu.Unlock()
 	return func() {
 		h.mu.Lock()
@@ -296,6 +346,21 @@ func (h *history) faultBetween(from, to time.Time) bool {
 		}
 	}
 	return false
+}
+
+// lastFault tells when the last fault before at began and ended, for a
+// failure report.
+func (h *history) lastFault(at time.Time) string {
+	var last *faultWindow
+	for i, f := range h.faults {
+		if f.from.Before(at) && (last == nil || f.from.After(last.from)) {
+			last = &h.faults[i]
+		}
+	}
+	if last == nil {
+		return "no fault before it"
+	}
+	return fmt.Sprintf("the last fault before it, %s, lasted %s..%s", last.kind, last.from.Format("15:04:05.000"), last.to.Format("15:04:05.000"))
 }
 
 // faultsSince counts the faults that lasted at or after from.
@@ -424,12 +489,32 @@ func (h *history) check(qs huntQueues, drained map[string][]string) []string {
 		}
 		gone := m.drainedIn == "" && len(m.acks) == 0 && len(m.closes) == 0 && !autoHanded(m)
 		if gone && m.set.set == outStored && m.queue != qs.doomed {
-			fail("LOST: %q was STORED to %s at %s, handed out %d times, never acked, not in any queue at the end", body, m.queue, m.set.at.Format("15:04:05.000"), len(m.handouts))
+			fail("LOST: %q was STORED to %s at %s, handed out %d times, never acked, not in any queue at the end; %s", body, m.queue, m.set.at.Format("15:04:05.000"), len(m.handouts), m.story())
 		}
 		h.checkHandouts(body, m, fail)
 	}
 	h.checkFIFO(fail)
 	return bad
+}
+
+// story tells a message's hand-outs and give-backs, for a failure report:
+// who had it last and what became of it.
+func (m *msgLife) story() string {
+	var evs []event
+	evs = append(evs, m.handouts...)
+	evs = append(evs, m.releases...)
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].at.Before(evs[j].at) })
+	var b strings.Builder
+	for i, e := range evs {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s by client %d at %s", e.kind, e.client, e.at.Format("15:04:05.000"))
+		if e.kind == evHandout && e.peek {
+			b.WriteString(" (peek)")
+		}
+	}
+	return b.String()
 }
 
 func autoHanded(m *msgLife) bool {
@@ -518,6 +603,13 @@ func (h *history) checkFIFO(fail func(string, ...any)) {
 	seen := map[string]bool{}
 	last := -1
 	var pending *event // a give-back whose message must come next
+	// How each lane message's set ended, for the reports.
+	sets := map[string]string{}
+	for _, e := range h.events {
+		if e.kind == evSet && e.client == fifoClient+1 {
+			sets[e.body] = fmt.Sprintf("%s at %s", [...]string{"STORED", "NOT_STORED", "SERVER_ERROR"}[e.set], e.at.Format("15:04:05.000"))
+		}
+	}
 	for i := range h.fifo {
 		e := h.fifo[i]
 		switch e.kind {
@@ -525,11 +617,7 @@ func (h *history) checkFIFO(fail func(string, ...any)) {
 			pending = &h.fifo[i]
 		case evHandout:
 			if pending != nil && !h.faultBetween(pending.sent, e.at) && e.body != pending.body {
-				var story strings.Builder
-				for _, x := range h.fifo[max(0, i-6):min(len(h.fifo), i+3)] {
-					fmt.Fprintf(&story, "   %s..%s %v %q\n", x.sent.Format("05.000000"), x.at.Format("05.000000"), x.kind, x.body)
-				}
-				fail("FIFO: after %s gave %q back, the next get returned %q\n%s", pending.sent.Format("15:04:05.000"), pending.body, e.body, story.String())
+				fail("FIFO: after %s gave %q (set: %s) back, the next get returned %q (set: %s); %s\n%s", pending.sent.Format("15:04:05.000"), pending.body, sets[pending.body], e.body, sets[e.body], h.lastFault(e.at), h.fifoStory(i))
 			}
 			pending = nil
 			if seen[e.body] {
@@ -538,11 +626,40 @@ func (h *history) checkFIFO(fail func(string, ...any)) {
 			seen[e.body] = true
 			n, _ := strconv.Atoi(e.body[strings.LastIndexByte(e.body, '.')+1:])
 			if n < last {
-				fail("FIFO: %q first handed out after message %d", e.body, last)
+				fail("FIFO: %q (set: %s) first handed out after message %d (set: %s); %s\n%s", e.body, sets[e.body], last, sets[fmt.Sprintf("fifo.%06d", last)], h.lastFault(e.at), h.fifoStory(i))
 			}
 			last = max(last, n)
 		}
 	}
+}
+
+// fifoStory tells the FIFO lane's events around its i-th: six hand-outs,
+// acks or give-backs before it and three after, with the misses and errors
+// between them folded into one line per run.
+func (h *history) fifoStory(i int) string {
+	from, n := i, 0
+	for from > 0 && n < 6 {
+		from--
+		if k := h.fifo[from].kind; k != evMiss && k != evGetError {
+			n++
+		}
+	}
+	to := min(len(h.fifo), i+3)
+	var b strings.Builder
+	for j := from; j < to; j++ {
+		x := h.fifo[j]
+		if x.kind == evMiss || x.kind == evGetError {
+			k := j
+			for k+1 < to && h.fifo[k+1].kind == x.kind && h.fifo[k+1].body == x.body {
+				k++
+			}
+			fmt.Fprintf(&b, "   %s..%s %v %q ×%d\n", x.sent.Format("05.000000"), h.fifo[k].at.Format("05.000000"), x.kind, x.body, k-j+1)
+			j = k
+			continue
+		}
+		fmt.Fprintf(&b, "   %s..%s %v %q%s\n", x.sent.Format("05.000000"), x.at.Format("05.000000"), x.kind, x.body, map[bool]string{true: " (redelivered)"}[x.redelivered])
+	}
+	return b.String()
 }
 
 // ---- the clients ----
@@ -652,19 +769,19 @@ func (cl *huntClient) get() error {
 	ho, err := cl.c.get(key, leaseArg)
 	at := time.Now()
 	var se serverError
-	if errors.As(err, &se) {
-		return nil
-	}
-	if err != nil {
+	isServerError := errors.As(err, &se)
+	if err != nil && !isServerError {
 		return err
 	}
 	if strings.HasSuffix(key, "/close/open") {
+		// The close acks before the open asks the broker: a SERVER_ERROR
+		// from the open does not undo it.
 		if prev, ok := cl.held[q]; ok {
 			cl.h.add(event{kind: evClose, client: cl.id, queue: q, body: prev.body, sent: sent, at: at})
 			delete(cl.held, q)
 		}
 	}
-	if ho == nil {
+	if isServerError || ho == nil {
 		return nil
 	}
 	e := event{kind: evHandout, client: cl.id, queue: q, body: ho.body, id: ho.cas, lease: lease, peek: peek, auto: q == cl.qs.auto && !peek, sent: sent, at: at}
@@ -783,6 +900,12 @@ type fifoLane struct {
 	f    framing
 	// One random source each: producer and consumer run at once.
 	prodRng, consRng *rand.Rand
+	// redeliveries reads the gateway's mcbridge_redelivered_total for the
+	// lane's queue. The lane's consumer is the queue's only reader, so the
+	// counter grows across one of its gets exactly when the broker flagged
+	// that hand-out redelivered: delivered before, to a channel that died.
+	// The gateway's own returns of fetched-ahead messages are not flagged.
+	redeliveries func() float64
 }
 
 const fifoClient = 100
@@ -836,25 +959,27 @@ func (l *fifoLane) consume(deadline time.Time) error {
 	record := func(e event) {
 		e.client, e.queue = fifoClient, l.q
 		l.h.add(e)
-		l.h.mu.Lock()
-		l.h.fifo = append(l.h.fifo, e)
-		l.h.mu.Unlock()
+		l.h.noteFIFO(e)
 	}
 	for time.Now().Before(deadline) {
 		sent := time.Now()
+		before := l.redeliveries()
 		ho, err := c.get(l.q, 1)
+		redelivered := l.redeliveries() > before
 		var se serverError
 		if errors.As(err, &se) {
+			l.h.noteFIFO(event{kind: evGetError, body: string(se), sent: sent, at: time.Now()})
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("fifo consumer: %w", err)
 		}
 		if ho == nil {
+			l.h.noteFIFO(event{kind: evMiss, sent: sent, at: time.Now()})
 			time.Sleep(5 * time.Millisecond)
 			continue
 		}
-		record(event{kind: evHandout, body: ho.body, id: ho.cas, lease: time.Second, sent: sent, at: time.Now()})
+		record(event{kind: evHandout, body: ho.body, id: ho.cas, lease: time.Second, redelivered: redelivered, sent: sent, at: time.Now()})
 		sent = time.Now()
 		switch r := l.consRng.IntN(100); {
 		case r < 70:
@@ -926,7 +1051,7 @@ func (fi *faultInjector) run(deadline time.Time) error {
 		time.Sleep(pause)
 		kind := [...]string{"cut", "stall", "stuck queue", "broker closes consume", "broker closes publish", "queue deleted"}[fi.rng.IntN(6)]
 		fi.counts[kind]++
-		end := fi.h.fault()
+		end := fi.h.fault(kind)
 		switch kind {
 		case "cut":
 			fi.p.Cut()

@@ -123,27 +123,11 @@ func writePEM(t testing.TB, path, typ string, der []byte) {
 // client certificate and gomemcache over TLS both set, reserve and ack; a
 // client without a certificate is refused and the port keeps serving.
 func TestTLSMemcachePort(t *testing.T) {
-	ca := newCA(t)
-	ca.issue(t, "server", false)
-	clientCert := ca.issue(t, "client", true)
-	cfg := testgateway.Config()
-	cfg.TLS = config.ServerTLS{CertFile: ca.path("server.pem"), KeyFile: ca.path("server-key.pem"), ClientCAFile: ca.path("ca.pem")}
-	serverConf, err := tlsconf.Server(cfg.TLS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := testgateway.Start(t, cfg, testgateway.Options{ListenTLS: serverConf})
+	g, ca, dialer := startMutualTLS(t, testgateway.Config())
 	q := testbroker.Name(t, "q")
-	clientConf := &tls.Config{RootCAs: ca.pool(), Certificates: []tls.Certificate{clientCert}, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
 
 	// crypto/tls and the raw text protocol.
-	dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: clientConf}
-	nc, err := dialer.DialContext(context.Background(), "tcp", g.Addr)
-	if err != nil {
-		t.Fatalf("TLS dial: %v", err)
-	}
-	c := mctest.NewConn(nc)
-	t.Cleanup(c.Close)
+	c := dialTLS(t, dialer, g.Addr)
 	expect(t, "set over TLS", "STORED")(c.Set(q, "over tls"))
 	wantHit(t, c, q, "over tls")
 	expect(t, "delete over TLS", "DELETED")(c.Delete(q))
@@ -165,17 +149,7 @@ func TestTLSMemcachePort(t *testing.T) {
 	mcc.Close()
 
 	// No client certificate: the handshake fails.
-	anon := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: &tls.Config{RootCAs: ca.pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}}
-	if ac, err := anon.DialContext(context.Background(), "tcp", g.Addr); err == nil {
-		// TLS 1.3 reports the refusal on the first read.
-		_ = ac.SetDeadline(time.Now().Add(5 * time.Second))
-		_, _ = ac.Write([]byte("version\r\n"))
-		buf := make([]byte, 64)
-		if n, err := ac.Read(buf); err == nil {
-			t.Errorf("a client without a certificate was served: %q", buf[:n])
-		}
-		ac.Close()
-	}
+	refusedWithoutCertificate(t, ca, g.Addr, "version\r\n")
 	if n := testbroker.QueueDepth(t, q); n != 0 {
 		t.Errorf("%s holds %d messages; all were acked", q, n)
 	}
@@ -233,5 +207,77 @@ func TestAMQPS(t *testing.T) {
 	bc := mctest.MustDialConn(t, bad.Addr)
 	if r, err := bc.Set(q, "x"); err != nil || !strings.HasPrefix(r, "SERVER_ERROR ") {
 		t.Errorf("set with an untrusted broker: %q %v", r, err)
+	}
+}
+
+// Client certificates and broker logins combine: behind mTLS a client
+// still logs in as a broker user before any queue command, and a client
+// without a certificate never reaches the login.
+func TestTLSWithBrokerLogin(t *testing.T) {
+	cfg := testgateway.Config()
+	cfg.Auth.Mode = config.AuthBroker
+	g, ca, dialer := startMutualTLS(t, cfg)
+	q := testbroker.Name(t, "q")
+	c := dialTLS(t, dialer, g.Addr)
+
+	expect(t, "get before the login", "CLIENT_ERROR unauthenticated")(c.RoundTrip("get " + q + "\r\n"))
+	expect(t, "wrong password", "CLIENT_ERROR authentication failure")(c.Set("auth", "guest wrong"))
+	expect(t, "login", "STORED")(c.Set("auth", "guest guest"))
+	expect(t, "set after the login", "STORED")(c.Set(q, "behind mtls"))
+	wantHit(t, c, q, "behind mtls")
+	expect(t, "delete", "DELETED")(c.Delete(q))
+
+	refusedWithoutCertificate(t, ca, g.Addr, "set auth 0 0 11\r\nguest guest\r\n")
+}
+
+// startMutualTLS starts a gateway with cfg serving TLS on the memcache
+// port, client certificates required, wired as cmd/mcbridge does
+// (tlsconf.Server from the tls section). It returns the gateway, its CA,
+// and a dialer that presents a client certificate.
+func startMutualTLS(t *testing.T, cfg *config.Config) (*testgateway.Gateway, *testCA, *tls.Dialer) {
+	t.Helper()
+	ca := newCA(t)
+	ca.issue(t, "server", false)
+	clientCert := ca.issue(t, "client", true)
+	cfg.TLS = config.ServerTLS{CertFile: ca.path("server.pem"), KeyFile: ca.path("server-key.pem"), ClientCAFile: ca.path("ca.pem")}
+	serverConf, err := tlsconf.Server(cfg.TLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := testgateway.Start(t, cfg, testgateway.Options{ListenTLS: serverConf})
+	dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second},
+		Config: &tls.Config{RootCAs: ca.pool(), Certificates: []tls.Certificate{clientCert}, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}}
+	return g, ca, dialer
+}
+
+// dialTLS opens a memcache connection to addr with dialer, closed when
+// the test ends.
+func dialTLS(t *testing.T, dialer *tls.Dialer, addr string) *mctest.Conn {
+	t.Helper()
+	nc, err := dialer.DialContext(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatalf("TLS dial: %v", err)
+	}
+	c := mctest.NewConn(nc)
+	t.Cleanup(c.Close)
+	return c
+}
+
+// refusedWithoutCertificate checks that a TLS client without a client
+// certificate gets no answer to request from the gateway at addr.
+func refusedWithoutCertificate(t *testing.T, ca *testCA, addr, request string) {
+	t.Helper()
+	anon := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: &tls.Config{RootCAs: ca.pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}}
+	ac, err := anon.DialContext(context.Background(), "tcp", addr)
+	if err != nil {
+		return // refused in the handshake (TLS 1.2)
+	}
+	defer ac.Close()
+	// TLS 1.3 reports the refusal on the first read.
+	_ = ac.SetDeadline(time.Now().Add(5 * time.Second))
+	_, _ = ac.Write([]byte(request))
+	buf := make([]byte, 64)
+	if n, err := ac.Read(buf); err == nil {
+		t.Errorf("a client without a certificate was answered: %q", buf[:n])
 	}
 }

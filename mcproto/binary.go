@@ -19,6 +19,11 @@ const (
 	// maxBinaryOverhead is the most a request body holds besides its value: 255 bytes of extras
 	// and a key of MaxKeyLen (longer keys are refused before their body is read).
 	maxBinaryOverhead = 255 + MaxKeyLen
+
+	// maxBinaryBody is memcached's ITEM_SIZE_MAX_UPPER_LIMIT: a request declaring a longer body is
+	// answered at once and the connection closed (dispatch_bin_command), rather than swallowed
+	// until the read deadline as a value merely over the item size is.
+	maxBinaryBody = 1 << 30
 )
 
 // BinOpcode is a binary-protocol command.
@@ -120,6 +125,8 @@ const (
 	BinStatusTooLarge       BinStatus = 0x0003
 	BinStatusInvalidArgs    BinStatus = 0x0004
 	BinStatusNotStored      BinStatus = 0x0005
+	BinStatusAuthError      BinStatus = 0x0020
+	BinStatusAuthContinue   BinStatus = 0x0021
 	BinStatusUnknownCommand BinStatus = 0x0081
 	BinStatusOutOfMemory    BinStatus = 0x0082
 	BinStatusNotSupported   BinStatus = 0x0083
@@ -134,6 +141,9 @@ const (
 	BinMsgNotStored      = "Not stored."
 	BinMsgUnknownCommand = "Unknown command"
 	BinMsgNotSupported   = "Not supported"
+	BinMsgAuthFailure    = "Auth failure."
+	// BinMsgAuthenticated is the body of a successful SASL AUTH.
+	BinMsgAuthenticated = "Authenticated"
 )
 
 var (
@@ -145,8 +155,9 @@ var (
 	// The body has been consumed, so the connection is in sync; the reply is BinStatusInvalidArgs.
 	ErrBinaryInvalid = errors.New("mcproto: invalid binary request")
 
-	// ErrBinaryBodyTooLong: a request that carries no value declared a body longer than any legal
-	// one. Nothing of it was read (nor allocated), so the connection is out of sync: reply
+	// ErrBinaryBodyTooLong: a request declared a body longer than any legal one: over 1 GiB
+	// (memcached's upper limit, whatever the opcode), or, for a request that carries no value, over
+	// the longest extras and key. Nothing of it was read (nor allocated), so the connection is out of sync: reply
 	// BinStatusInvalidArgs and close.
 	ErrBinaryBodyTooLong = errors.New("mcproto: binary request body too long")
 )
@@ -182,6 +193,24 @@ type BinaryReader struct {
 	body []byte
 	req  BinaryRequest
 	off  int64
+
+	admit func(n int) error // see SetAdmit
+}
+
+// SetAdmit sets a function that Next calls with the value length of each request whose body it is
+// about to read into memory, before reading or allocating it, when that length is not zero (values
+// it swallows unread are not reported). As with Parser.SetAdmit, it may block, and its error ends
+// Next as an I/O error does.
+func (b *BinaryReader) SetAdmit(f func(n int) error) { b.admit = f }
+
+// Release lets go of the last request's body and drops a body buffer that the request grew past
+// its usual size, as Parser.Release does. The last request's Extras, Key and Value are nil
+// afterwards; its other fields stay.
+func (b *BinaryReader) Release() {
+	b.req.Extras, b.req.Key, b.req.Value = nil, nil, nil
+	if cap(b.body) > retainData {
+		b.body = nil
+	}
 }
 
 // NewBinaryReader reads requests from r; maxItemSize bounds a value (non-positive:
@@ -202,9 +231,7 @@ func (b *BinaryReader) Offset() int64 { return b.off }
 // must be closed after the reply. ErrBadMagic and I/O errors (wrapped with %w: io.EOF between
 // requests, io.ErrUnexpectedEOF inside one, the reader's own error otherwise) come without it.
 func (b *BinaryReader) Next() (*BinaryRequest, error) {
-	if cap(b.body) > retainData {
-		b.body = nil
-	}
+	b.Release()
 	b.req = BinaryRequest{}
 	n, err := io.ReadFull(b.r, b.hdr[:])
 	b.off += int64(n)
@@ -225,6 +252,9 @@ func (b *BinaryReader) Next() (*BinaryRequest, error) {
 	req.Opaque = binary.BigEndian.Uint32(h[12:16])
 	req.Cas = binary.BigEndian.Uint64(h[16:24])
 
+	if bodyLen > maxBinaryBody {
+		return req, ErrBinaryBodyTooLong
+	}
 	valueLen := bodyLen - int64(keyLen) - int64(extLen)
 	if valueLen < 0 || keyLen > MaxKeyLen {
 		return req, b.reject(bodyLen, ErrBinaryInvalid)
@@ -241,6 +271,11 @@ func (b *BinaryReader) Next() (*BinaryRequest, error) {
 		return req, ErrBinaryBodyTooLong
 	}
 
+	if b.admit != nil && valueLen > 0 {
+		if err := b.admit(int(valueLen)); err != nil {
+			return nil, bodyErr(err)
+		}
+	}
 	if int64(cap(b.body)) < bodyLen {
 		b.body = make([]byte, bodyLen)
 	}

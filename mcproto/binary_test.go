@@ -166,6 +166,12 @@ var binTests = []struct {
 	{"body shorter than key", withBodyLen(req(BinGet, 1, 0, "", "kkkk", ""), 2)[:26] + req(BinNoop, 2, 0, "", "", ""),
 		[]string{"get o=1 !INVALID", "noop o=2", "!EOF"}},
 	{"absurd body", withBodyLen(req(BinGet, 1, 0, "", "k", ""), 0xffffffff), []string{"get o=1 !BODY_TOO_LONG"}},
+	// A set declaring 4 GiB is not swallowed until the read deadline, as memcached's
+	// dispatch_bin_command refuses any body over 1 GiB at once; 1 GiB itself is still a value
+	// that is too large, swallowed.
+	{"set declaring 4 GiB", withBodyLen(req(BinSet, 1, 0, u32s(0, 0), "k", "v"), 0xffffffff), []string{"set o=1 !BODY_TOO_LONG"}},
+	{"set declaring over 1 GiB", withBodyLen(req(BinSetQ, 1, 0, u32s(0, 0), "k", "v"), 1<<30+1), []string{"setq o=1 !BODY_TOO_LONG"}},
+	{"set declaring 1 GiB", withBodyLen(req(BinSet, 1, 0, u32s(0, 0), "k", "v"), 1<<30), []string{"!UNEXPECTED_EOF"}},
 	{"bad magic", "get k\r\n" + strings.Repeat(" ", 17), []string{"!BAD_MAGIC"}},
 	{"response magic", frame(BinaryResponseMagic, BinGet, 0, 0, 0, "", "", ""), []string{"!BAD_MAGIC"}},
 	{"truncated header", req(BinGet, 1, 0, "", "k", "")[:10], []string{"!UNEXPECTED_EOF"}},

@@ -29,6 +29,9 @@ const (
 	OpMetaSet    // ms
 	OpMetaDelete // md
 	OpMetaNoop   // mn
+	// OpNoop is the binary protocol's NOOP, which has no text command:
+	// the parser never returns it; it names binary requests in metrics.
+	OpNoop
 	numOps
 )
 
@@ -59,6 +62,8 @@ var opNames = [numOps]string{
 	OpMetaSet:    "ms",
 	OpMetaDelete: "md",
 	OpMetaNoop:   "mn",
+
+	OpNoop: "noop",
 }
 
 // String returns the command word ("get", "flush_all", ...), or "unknown".

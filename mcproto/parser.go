@@ -35,6 +35,12 @@ const (
 	retainData   = 8 << 10
 	retainTokens = 64
 
+	// MaxSharedBlock is the longest data block (text) or value (binary) that a reader may read into
+	// a buffer it reuses for later commands. A longer one is read into a buffer that the reader
+	// drops, never to write it again, once the command is released (Release, or the next Next):
+	// the caller may keep such a block instead of copying it.
+	MaxSharedBlock = retainData
+
 	initialLine   = 256
 	initialTokens = 8
 )
@@ -75,6 +81,23 @@ type Parser struct {
 	off  int64           // bytes consumed from r, for error snippets
 	last []byte          // the current line without its terminator, for Line
 	key  [MaxKeyLen]byte // a meta command's base64 key, decoded
+
+	admit func(n int) error // see SetAdmit; nil: every block is read at once
+}
+
+// SetAdmit sets a function that Next calls with the size of each data block it is about to read
+// into memory, before reading or allocating any of it (blocks it swallows unread, being too large or
+// on a bad line, are not reported). The function may block: the block then waits in the
+// connection (back-pressure). An error from it ends Next as an I/O error does, wrapped with %w, and
+// the position in the stream is then undefined.
+func (p *Parser) SetAdmit(f func(n int) error) { p.admit = f }
+
+// Release lets go of the last command's data block and drops the buffers that the command grew
+// past their usual size (a large value), so that a connection waiting for its next command holds
+// no more than an idle one. The last Command's Data is nil afterwards; its other fields stay.
+func (p *Parser) Release() {
+	p.cmd.Data = nil
+	p.release()
 }
 
 // NewParser reads commands from r. maxItemSize bounds a data block (limits.max_item_size); a
@@ -152,10 +175,15 @@ func (p *Parser) Next() (*Command, error) {
 		err = p.parseTouch(args)
 	case OpStats:
 		p.cmd.Args = args
-	case OpVersion, OpQuit:
+	case OpVersion:
 		if len(args) != 0 {
 			err = errBadFormat
 		}
+	case OpQuit:
+		// memcached quits whatever follows the word (proto_text.c's
+		// process_quit_command looks at no token): a client that says
+		// quit means to go, and answering it instead would leave it
+		// waiting on an open connection.
 	case OpVerbosity:
 		err = p.parseVerbosity(args)
 	case OpFlushAll:
@@ -405,6 +433,11 @@ func (p *Parser) readBlock(n int, bad error) error {
 		return ErrTooLarge
 	}
 
+	if p.admit != nil {
+		if err := p.admit(n); err != nil {
+			return dataErr(err)
+		}
+	}
 	if cap(p.data) < n+2 {
 		p.data = make([]byte, n+2)
 	}

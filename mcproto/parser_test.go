@@ -246,7 +246,7 @@ var parseTests = []parseTest{
 	{name: "version", input: "version\r\n", want: []string{"version"}},
 	{name: "version extra", input: "version now\r\n", want: []string{"version " + badFormat}},
 	{name: "quit", input: "quit\r\n", want: []string{"quit"}},
-	{name: "quit extra", input: "quit now\r\n", want: []string{"quit " + badFormat}},
+	{name: "quit extra", input: "quit now\r\n", want: []string{"quit"}},
 	{name: "verbosity", input: "verbosity 1\r\n", want: []string{"verbosity arg=1"}},
 	{name: "verbosity noreply", input: "verbosity 1 noreply\r\n", want: []string{"verbosity arg=1 noreply"}},
 	{name: "verbosity bad", input: "verbosity x\r\n", want: []string{"verbosity " + badFormat}},
@@ -535,9 +535,12 @@ func parserNext(r *bufio.Reader) func() {
 
 func TestOpString(t *testing.T) {
 	for o := OpUnknown; o < numOps; o++ {
-		if o != OpUnknown && lookupOp([]byte(o.String())) != o {
+		if o != OpUnknown && o != OpNoop && lookupOp([]byte(o.String())) != o {
 			t.Errorf("%d: String %q does not parse back", o, o.String())
 		}
+	}
+	if lookupOp([]byte("noop")) != OpUnknown {
+		t.Error(`"noop" parses as a text command; memcached has none`)
 	}
 	if Op(200).String() != "unknown" {
 		t.Errorf("out of range Op: %q", Op(200).String())

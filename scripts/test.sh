@@ -2,7 +2,7 @@
 # make test: every check CI runs, after installing what they need.
 #
 # On a fresh Debian/Ubuntu machine, as root, it installs what is missing:
-# rabbitmq-server (the tests start private nodes of their own from it; the
+# gcc (go test -race needs cgo), rabbitmq-server (the tests start private nodes of their own from it; the
 # package's own broker service is stopped if installing started it),
 # promtool (Debian's prometheus package, whose services are stopped), and
 # the memcache clients the clients/ tests run. Elsewhere it says what to
@@ -23,9 +23,11 @@ fail() {
 }
 
 # The memcache client libraries and tools that clients/ runs examples/ with
-# (ruby-dalli does not depend on ruby in Debian: ruby is listed on its own),
+# (ruby-dalli does not depend on ruby in Debian: ruby is listed on its own;
+# libsasl2-modules holds SASL PLAIN for php-memcached and the libmemcached
+# tools, only recommended by libsasl2-2, which --no-install-recommends skips),
 # and nc and curl, which the docs' transcripts use (docs/).
-client_pkgs="php-cli php-memcached php-memcache python3 python3-memcache python3-pymemcache ruby ruby-dalli libmemcached-tools netcat-openbsd curl"
+client_pkgs="php-cli php-memcached php-memcache python3 python3-memcache python3-pymemcache ruby ruby-dalli libmemcached-tools libsasl2-modules netcat-openbsd curl"
 
 pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q ' installed$'; }
 
@@ -53,6 +55,16 @@ log "toolchain"
 command -v go >/dev/null 2>&1 ||
 	fail "the go command is not installed: install Go $(sed -n 's/^go //p' go.mod) or later (https://go.dev/dl/)."
 go version
+
+log "C compiler (go test -race needs cgo)"
+# A minimal Debian has no C compiler, and without one Go turns cgo off and
+# -race refuses to run.
+if ! command -v gcc >/dev/null 2>&1; then
+	apt_install gcc libc6-dev
+fi
+[ "$(go env CGO_ENABLED)" = 1 ] ||
+	fail "cgo is off (CGO_ENABLED=$(go env CGO_ENABLED)) and go test -race needs it: unset CGO_ENABLED or set it to 1, with gcc installed."
+gcc --version | sed -n 1p
 
 log "RabbitMQ (the tests start private nodes from it)"
 if [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1; then
@@ -128,7 +140,10 @@ test_start=$SECONDS
 # Whatever the tests say, the tripwire and the leftover check below report
 # too: a failed run must still show whether it kept to its own nodes.
 test_status=0
-go test -race -count=1 ./... || test_status=$?
+# -timeout: the default 10 minutes per package is too tight for the
+# packages that start many rabbitmqctl VMs (bridge/authtest, cluster) on a
+# busy 2-core machine.
+go test -race -count=1 -timeout 30m ./... || test_status=$?
 echo "go test took $((SECONDS - test_start))s"
 tripped=
 if [ -n "$tripwire_pid" ]; then

@@ -4,6 +4,14 @@
 // exactly once and fails when one was lost or duplicated.
 //
 //	go run ./cmd/mcbench -clients 16 -messages 20000 -size 256
+//	go run ./cmd/mcbench -private-broker -clients 16,64,256,1000 -messages 20000
+//
+// Several client counts make a sweep: one comparison per count, then a
+// table of the ratios, tails, fairness, broker connection memory and the
+// gateway's CPU and resident memory. Raw clients each have an AMQP
+// connection and channel of their own by default (-raw-conns per-client),
+// as separate worker processes have; -raw-conns shared gives them one
+// connection with a channel each.
 package main
 
 import (
@@ -12,27 +20,27 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
-
-	"github.com/mcbridge/mcbridge/amqp"
-	"github.com/mcbridge/mcbridge/bridge"
-	"github.com/mcbridge/mcbridge/config"
 )
 
 func main() {
+	if gatewayChild() {
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout)
 	stop()
@@ -43,154 +51,389 @@ func main() {
 }
 
 type options struct {
-	clients  int
-	messages int
-	size     int
-	url      string
-	addr     string
-	rounds   int
-	pubChans int
-	cpuProf  string
-	memProf  string
-	mutProf  string
-	sweep    bool
-	ackSweep bool
+	clientList []int // one comparison per count
+	clients    int   // of the comparison under way
+	messages   int
+	size       int
+	queues     int
+	rawConns   string
+	url        string
+	addr       string
+	private    bool
+	inProcess  bool
+	rounds     int
+	pubChans   int
+	cpuProf    string
+	memProf    string
+	mutProf    string
+	blockProf  string
+	sweep      bool
+	ackSweep   bool
+	noStats    bool
+	// ctl reaches the broker's CLI for its memory, connections and CPU;
+	// nil: no broker figures.
+	ctl ctlFunc
+	// name starts the name of every AMQP connection of this run, so that
+	// the broker's list tells raw clients and the gateway apart.
+	name string
 }
 
-func run(ctx context.Context, args []string, out io.Writer) error {
+func parse(args []string) (options, error) {
 	fs := flag.NewFlagSet("mcbench", flag.ContinueOnError)
 	var o options
-	fs.IntVar(&o.clients, "clients", 16, "synchronous clients per workload")
-	fs.IntVar(&o.messages, "messages", 20000, "messages per workload")
+	clients := fs.String("clients", "16", "synchronous clients per workload; a comma-separated list makes a sweep (16,64,256,1000)")
+	fs.IntVar(&o.messages, "messages", 20000, "messages per workload (in each row of a sweep)")
 	fs.IntVar(&o.size, "size", 256, "message size in bytes")
+	fs.IntVar(&o.queues, "queues", 1, "spread the messages over this many queues (at most the smallest client count)")
+	fs.StringVar(&o.rawConns, "raw-conns", "per-client", "raw clients' AMQP connections: per-client (a connection and channel each, as separate worker processes have) or shared (one connection, a channel each)")
 	fs.StringVar(&o.url, "amqp", "amqp://guest:guest@127.0.0.1:5672/", "broker URL")
-	fs.StringVar(&o.addr, "addr", "", "gateway address; empty starts one in this process")
-	fs.IntVar(&o.rounds, "rounds", 1, "repeat the whole comparison")
+	fs.BoolVar(&o.private, "private-broker", false, "start a RabbitMQ node of mcbench's own instead of using -amqp (its file-descriptor limit is this process's: needed for 1,000 raw connections where the machine's broker allows 1,024 files)")
+	fs.BoolVar(&o.noStats, "no-broker-stats", false, "do not read the broker's memory, connections and CPU with rabbitmqctl (they are read only for the machine's default broker or a -private-broker)")
+	fs.StringVar(&o.addr, "addr", "", "gateway address; empty starts one (a child process, or this process when profiling)")
+	fs.BoolVar(&o.inProcess, "in-process", false, "run the gateway in this process (implied by the profile flags): no gateway CPU and memory figures")
+	fs.IntVar(&o.rounds, "rounds", 1, "repeat the whole comparison (or sweep)")
 	fs.IntVar(&o.pubChans, "publish-channels", 0, "gateway publish channels (0: the gateway's default)")
-	fs.StringVar(&o.cpuProf, "cpuprofile", "", "write a CPU profile of each gateway workload to `file`.set and file.get")
+	fs.StringVar(&o.cpuProf, "cpuprofile", "", "write a CPU profile of each gateway workload to `file`.set and file.get (last row of a sweep)")
 	fs.StringVar(&o.memProf, "memprofile", "", "write the allocations profile after each gateway workload to `file`.set and file.get (cumulative: compare with pprof -base)")
 	fs.StringVar(&o.mutProf, "mutexprofile", "", "write the mutex contention profile after each gateway workload to `file`.set and file.get (cumulative)")
+	fs.StringVar(&o.blockProf, "blockprofile", "", "write the blocking profile (where goroutines waited: locks, channels, selects) after each gateway workload to `file`.set and file.get (cumulative)")
 	fs.BoolVar(&o.sweep, "publish-sweep", false, "only measure raw publish+confirm over channel layouts and in-flight counts")
 	fs.BoolVar(&o.ackSweep, "ack-sweep", false, "only measure a raw consumer acking each message against acking several with multiple")
 	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	for _, f := range strings.Split(*clients, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return o, fmt.Errorf("-clients %q: want counts of at least 1, separated by commas", *clients)
+		}
+		o.clientList = append(o.clientList, n)
+	}
+	o.clients = o.clientList[0]
+	most, least := o.clientList[0], o.clientList[0]
+	for _, n := range o.clientList {
+		most, least = max(most, n), min(least, n)
+	}
+	switch {
+	case o.messages < most || o.size < 16:
+		return o, errors.New("need messages >= clients, size >= 16")
+	case o.queues < 1 || o.queues > least:
+		return o, errors.New("need 1 <= queues <= clients (a raw consumer reads one queue)")
+	case o.rawConns != "per-client" && o.rawConns != "shared":
+		return o, fmt.Errorf("-raw-conns %q: want per-client or shared", o.rawConns)
+	case o.private && o.addr != "":
+		return o, errors.New("-private-broker starts its own broker: -addr would name a gateway of another one")
+	}
+	if o.cpuProf != "" || o.memProf != "" || o.mutProf != "" || o.blockProf != "" {
+		o.inProcess = true
+	}
+	o.name = fmt.Sprintf("mcbench %d", os.Getpid())
+	return o, nil
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	o, err := parse(args)
+	if err != nil {
 		return err
 	}
+	if o.private {
+		url, ctl, stop, err := startPrivateBroker()
+		if err != nil {
+			return err
+		}
+		defer stop()
+		o.url, o.ctl = url, ctl
+	} else if !o.noStats && isLocalDefault(o.url) {
+		o.ctl = localCtl
+	}
+	return bench(ctx, o, out)
+}
+
+// isLocalDefault tells whether url names the broker that rabbitmqctl
+// reaches without options: the machine's, on the default port. mcbench
+// never reads the figures of one broker while measuring another.
+func isLocalDefault(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	port := u.Port()
+	if port == "" {
+		port = "5672"
+	}
+	ip := net.ParseIP(u.Hostname())
+	return port == "5672" && (u.Hostname() == "localhost" || (ip != nil && ip.IsLoopback()))
+}
+
+func bench(ctx context.Context, o options, out io.Writer) error {
 	if o.mutProf != "" {
 		runtime.SetMutexProfileFraction(5)
 		defer runtime.SetMutexProfileFraction(0)
 	}
-	if o.clients < 1 || o.messages < o.clients || o.size < 16 {
-		return errors.New("need clients >= 1, messages >= clients, size >= 16")
+	if o.blockProf != "" {
+		// A sample per 100µs blocked: the waits that matter are
+		// milliseconds.
+		runtime.SetBlockProfileRate(int(100 * time.Microsecond))
+		defer runtime.SetBlockProfileRate(0)
 	}
-
 	if o.sweep {
 		return publishSweep(o, out)
 	}
 	if o.ackSweep {
 		return ackSweep(o, out)
 	}
-	addr := o.addr
-	if addr == "" {
-		stopGW, a, err := startGateway(o.url, o.pubChans)
+	stats := newBrokerStats(o.ctl)
+	// The broker's connection memory before the gateway connects: what
+	// the gateway's connections hold is measured against it.
+	base, err := stats.snapshot()
+	if err != nil {
+		return fmt.Errorf("broker memory: %w", err)
+	}
+	gw := &gateway{addr: o.addr}
+	where := "at " + o.addr
+	switch {
+	case o.addr != "":
+	case o.inProcess:
+		stopGW, a, err := startGateway(o.url, o.pubChans, o.name+" gateway")
 		if err != nil {
 			return err
 		}
 		defer stopGW()
-		addr = a
-	}
-	fmt.Fprintf(out, "mcbench: %d clients, %d messages of %d bytes, persistent, broker %s, gateway %s\n\n",
-		o.clients, o.messages, o.size, redact(o.url), addr)
-
-	for round := 1; round <= o.rounds; round++ {
-		if err := compare(ctx, o, addr, out, round); err != nil {
+		gw.addr, where = a, "in this process"
+	default:
+		g, err := startGatewayProcess(o.url, o.pubChans, o.name+" gateway")
+		if err != nil {
 			return err
 		}
+		defer g.stop()
+		gw, where = g, fmt.Sprintf("process %d", g.pid)
+	}
+	fmt.Fprintf(out, "mcbench: %v clients, %d messages of %d bytes over %d queue(s), persistent, broker %s, gateway %s (%s), raw clients: %s connections\n\n",
+		o.clientList, o.messages, o.size, o.queues, redact(o.url), gw.addr, where, o.rawConns)
+
+	var rows []row
+	for round := 1; round <= o.rounds; round++ {
+		for _, n := range o.clientList {
+			o.clients = n
+			r, err := compare(ctx, o, gw, stats, base, out, round)
+			if err != nil {
+				return err
+			}
+			rows = append(rows, r)
+		}
+	}
+	if len(rows) > 1 {
+		printSweep(out, rows)
 	}
 	return nil
 }
 
+// row is one comparison at one client count.
+type row struct {
+	round, clients int
+	// raw publish, raw consume, gateway set, gateway get+delete, raw
+	// publish and consume again.
+	w [6]result
+}
+
+func (r row) rawPub() float64 { return (r.w[0].rate + r.w[4].rate) / 2 }
+func (r row) rawCon() float64 { return (r.w[1].rate + r.w[5].rate) / 2 }
+func (r row) rawPubP99() time.Duration {
+	return (r.w[0].p99 + r.w[4].p99) / 2
+}
+func (r row) rawConP99() time.Duration {
+	return (r.w[1].p99 + r.w[5].p99) / 2
+}
+
 // compare runs raw, gateway, raw again, so drift over the run shows.
-func compare(ctx context.Context, o options, addr string, out io.Writer, round int) error {
-	queue := fmt.Sprintf("mcbench.%d.%d", os.Getpid(), time.Now().UnixNano())
-	conn, err := amqp091.Dial(o.url)
+func compare(ctx context.Context, o options, gw *gateway, stats *brokerStats, base brokerSnapshot, out io.Writer, round int) (row, error) {
+	queues := make([]string, o.queues)
+	for q := range queues {
+		queues[q] = fmt.Sprintf("mcbench.%d.%d.%d", os.Getpid(), time.Now().UnixNano(), q)
+	}
+	conn, err := dial(o.url, o.name+" admin")
 	if err != nil {
-		return fmt.Errorf("dial broker: %w", err)
+		return row{}, fmt.Errorf("dial broker: %w", err)
 	}
 	defer conn.Close()
 	ch, err := conn.Channel()
 	if err != nil {
-		return err
+		return row{}, err
 	}
-	// The gateway declares the queue (auto_declare), as it would for its
+	// The gateway declares the queues (auto_declare), as it would for its
 	// users: a classic queue it declared itself is one it may prefetch.
-	mc, err := dialMC(addr)
+	mc, err := dialMC(gw.addr)
 	if err != nil {
-		return fmt.Errorf("dial gateway: %w", err)
+		return row{}, fmt.Errorf("dial gateway: %w", err)
 	}
-	v, err := mc.get(queue)
+	for _, q := range queues {
+		v, err := mc.get(q)
+		if err != nil || v != nil {
+			mc.close()
+			return row{}, fmt.Errorf("declare queue %q through the gateway: %v %q", q, err, v)
+		}
+	}
 	mc.close()
-	if err != nil || v != nil {
-		return fmt.Errorf("declare queue %q through the gateway: %v %q", queue, err, v)
+	for _, q := range queues {
+		if _, err := ch.QueueDeclarePassive(q, true, false, false, false, nil); err != nil {
+			return row{}, fmt.Errorf("queue %q: %w", q, err)
+		}
+		defer ch.QueueDelete(q, false, false, false)
 	}
-	if _, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil); err != nil {
-		return fmt.Errorf("queue %q: %w", queue, err)
-	}
-	defer ch.QueueDelete(queue, false, false, false)
 
-	var results []result
-	step := func(name string, f func() (result, error)) error {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		r, err := f()
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		r.name = name
-		results = append(results, r)
-		return nil
+	// A workload's figures: the broker before it, and the broker and the
+	// gateway at its end while its clients are still connected.
+	type snap struct {
+		mem        brokerSnapshot
+		conns      int
+		gwCPU      time.Duration
+		rss, peak  int64
+		unreadable bool
 	}
+	take := func(prefix string) (s snap) {
+		var err error
+		if s.mem, err = stats.snapshot(); err == nil {
+			s.conns = s.mem.connections(prefix)
+		}
+		if err == nil {
+			s.gwCPU, s.rss, s.peak, err = gw.usage()
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "mcbench: figures:", err)
+			s.unreadable = true
+		}
+		return s
+	}
+	var rw row
+	rw.round, rw.clients = round, o.clients
+	type workload func(end func()) (result, error)
 	steps := []struct {
-		name string
-		f    func() (result, error)
+		name    string
+		gateway bool
+		figures bool // the drift checks run without: their figures repeat the first ones
+		f       workload
 	}{
-		{"raw publish+confirm", func() (result, error) { return rawPublish(o, queue) }},
-		{"raw consume+ack", func() (result, error) { return rawConsume(o, queue) }},
-		{"gateway set", func() (result, error) {
+		{"raw publish+confirm", false, true, func(end func()) (result, error) { return rawPublish(o, queues, end) }},
+		{"raw consume+ack", false, true, func(end func()) (result, error) { return rawConsume(o, queues, end) }},
+		{"gateway set", true, true, func(end func()) (result, error) {
 			stop := profile(o, "set")
 			defer stop()
-			return gatewaySet(o, addr, queue)
+			return gatewaySet(o, gw.addr, queues, end)
 		}},
-		{"gateway get+delete", func() (result, error) {
+		{"gateway get+delete", true, true, func(end func()) (result, error) {
 			stop := profile(o, "get")
 			defer stop()
-			return gatewayGetDelete(o, addr, queue)
+			return gatewayGetDelete(o, gw.addr, queues, end)
 		}},
-		{"raw publish+confirm (after)", func() (result, error) { return rawPublish(o, queue) }},
-		{"raw consume+ack (after)", func() (result, error) { return rawConsume(o, queue) }},
+		{"raw publish+confirm (after)", false, false, func(end func()) (result, error) { return rawPublish(o, queues, end) }},
+		{"raw consume+ack (after)", false, false, func(end func()) (result, error) { return rawConsume(o, queues, end) }},
 	}
-	for _, s := range steps {
-		if err := step(s.name, s.f); err != nil {
-			return err
+	for i, s := range steps {
+		if ctx.Err() != nil {
+			return row{}, ctx.Err()
 		}
+		var before, after snap
+		end := func() {}
+		prefix := o.name + " raw"
+		if s.gateway {
+			prefix = o.name + " gateway"
+		}
+		if s.figures && stats != nil {
+			before = take("")
+			end = func() { after = take(prefix) }
+		} else if s.gateway {
+			end = func() { after = take("") }
+		}
+		if s.gateway {
+			if before.gwCPU, _, _, err = gw.usage(); err != nil {
+				return row{}, err
+			}
+		}
+		r, err := s.f(end)
+		if err != nil {
+			return row{}, fmt.Errorf("%s: %w", s.name, err)
+		}
+		r.name = s.name
+		n := float64(o.messages)
+		if s.figures && stats != nil && !before.unreadable && !after.unreadable {
+			r.conns = after.conns
+			r.memBefore, r.memAfter = before.mem.rss, after.mem.rss
+			// Raw clients' connections live only during their workload;
+			// the gateway's live all along, so they count from before it
+			// connected.
+			from := before.mem.conn
+			if s.gateway {
+				from = base.conn
+			}
+			r.connMem = after.mem.conn - from
+			if stats.pid != 0 {
+				r.brokerCPU = float64((after.mem.cpu - before.mem.cpu).Microseconds()) / n
+			}
+		}
+		if s.gateway && gw.pid != 0 && !after.unreadable {
+			r.gwCPU = float64((after.gwCPU - before.gwCPU).Microseconds()) / n
+			r.rss, r.peak = after.rss, after.peak
+		}
+		rw.w[i] = r
 	}
 
-	fmt.Fprintf(out, "round %d\n%-30s %10s %10s %10s %6s %6s\n", round, "workload", "msg/s", "p50", "p99", "lost", "dup")
-	for _, r := range results {
-		fmt.Fprintf(out, "%-30s %10.0f %10s %10s %6d %6d\n", r.name, r.rate, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.lost, r.dup)
+	fmt.Fprintf(out, "round %d, %d clients\n%-28s %8s %9s %9s %5s %4s %5s %6s %8s %9s %9s %8s %8s\n", round, o.clients,
+		"workload", "msg/s", "p50", "p99", "lost", "dup", "fair", "conns", "connMiB", "brokerRSS", "brokerµs", "gwµs/op", "gwRSSMiB")
+	for _, r := range rw.w {
+		fmt.Fprintf(out, "%-28s %8.0f %9s %9s %5d %4d %5.2f %6s %8s %9s %9s %8s %8s\n", r.name, r.rate,
+			r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.lost, r.dup, r.fair,
+			orDash(r.conns != 0, strconv.Itoa(r.conns)),
+			orDash(r.conns != 0, mib(r.connMem)),
+			orDash(r.memAfter != 0, mib(r.memBefore)+"→"+mib(r.memAfter)),
+			orDash(r.brokerCPU != 0, fmt.Sprintf("%.0f", r.brokerCPU)),
+			orDash(r.gwCPU != 0, fmt.Sprintf("%.0f", r.gwCPU)),
+			orDash(r.rss != 0, mib(r.rss)))
 	}
-	rawPub := (results[0].rate + results[4].rate) / 2
-	rawCon := (results[1].rate + results[5].rate) / 2
-	fmt.Fprintf(out, "ratio set / raw publish:            %.2f\n", results[2].rate/rawPub)
-	fmt.Fprintf(out, "ratio get+delete / raw consume:     %.2f\n", results[3].rate/rawCon)
-	fmt.Fprintf(out, "p99 added by gateway (set):         %s\n", (results[2].p99 - (results[0].p99+results[4].p99)/2).Round(time.Microsecond))
-	fmt.Fprintf(out, "p99 added by gateway (get+delete):  %s\n\n", (results[3].p99 - (results[1].p99+results[5].p99)/2).Round(time.Microsecond))
-	for _, r := range results {
+	fmt.Fprintf(out, "ratio set / raw publish:            %.2f\n", rw.w[2].rate/rw.rawPub())
+	fmt.Fprintf(out, "ratio get+delete / raw consume:     %.2f\n", rw.w[3].rate/rw.rawCon())
+	fmt.Fprintf(out, "p99 added by gateway (set):         %s\n", (rw.w[2].p99 - rw.rawPubP99()).Round(time.Microsecond))
+	fmt.Fprintf(out, "p99 added by gateway (get+delete):  %s\n", (rw.w[3].p99 - rw.rawConP99()).Round(time.Microsecond))
+	fmt.Fprintf(out, "gets answered END, retried:         %d\n\n", rw.w[3].misses)
+	for _, r := range rw.w {
 		if r.lost != 0 || r.dup != 0 {
-			return fmt.Errorf("%s: %d lost, %d duplicated", r.name, r.lost, r.dup)
+			return row{}, fmt.Errorf("%s: %d lost, %d duplicated", r.name, r.lost, r.dup)
 		}
 	}
-	return nil
+	return rw, nil
+}
+
+// printSweep prints one line per comparison: the figures the README's
+// performance table shows.
+func printSweep(out io.Writer, rows []row) {
+	fmt.Fprintf(out, "sweep (raw: the mean of the runs before and after the gateway's; fair: the slowest client's completed operations / the median client's)\n")
+	fmt.Fprintf(out, "%5s %7s %6s %8s %17s %17s %11s %11s %9s %13s %11s %10s %9s\n", "round", "clients", "set/raw", "get+del/raw",
+		"p99 set gw/raw", "p99 get gw/raw", "fair set", "fair get", "conns", "connMiB", "broker µs/msg", "gw µs", "gwRSSMiB")
+	fmt.Fprintf(out, "%5s %7s %6s %8s %17s %17s %11s %11s %9s %13s %11s %10s %9s\n", "", "", "", "",
+		"(ms)", "(ms)", "gw/raw", "gw/raw", "raw/gw", "raw/gw", "pub/set/con/get", "set/get", "peak")
+	for _, r := range rows {
+		raw, gw := max(r.w[0].conns, r.w[1].conns), max(r.w[2].conns, r.w[3].conns)
+		rawMem, gwMem := max(r.w[0].connMem, r.w[1].connMem), max(r.w[2].connMem, r.w[3].connMem)
+		fmt.Fprintf(out, "%5d %7d %7.2f %11.2f %8.1f/%-8.1f %8.1f/%-8.1f %5.2f/%-5.2f %5.2f/%-5.2f %4s/%-4s %6s/%-6s %s %10s %9s\n",
+			r.round, r.clients, r.w[2].rate/r.rawPub(), r.w[3].rate/r.rawCon(),
+			ms(r.w[2].p99), ms(r.rawPubP99()), ms(r.w[3].p99), ms(r.rawConP99()),
+			r.w[2].fair, min(r.w[0].fair, r.w[4].fair), r.w[3].fair, min(r.w[1].fair, r.w[5].fair),
+			orDash(raw != 0, strconv.Itoa(raw)), orDash(gw != 0, strconv.Itoa(gw)),
+			orDash(r.w[0].conns != 0, mib(rawMem)), orDash(r.w[2].conns != 0, mib(gwMem)),
+			orDash(r.w[0].brokerCPU != 0, fmt.Sprintf("%.0f/%.0f/%.0f/%.0f", r.w[0].brokerCPU, r.w[2].brokerCPU, r.w[1].brokerCPU, r.w[3].brokerCPU)),
+			orDash(r.w[2].gwCPU != 0, fmt.Sprintf("%.0f/%.0f", r.w[2].gwCPU, r.w[3].gwCPU)),
+			orDash(r.w[3].peak != 0, mib(max(r.w[2].peak, r.w[3].peak))))
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func mib(b int64) string { return fmt.Sprintf("%.1f", float64(b)/(1<<20)) }
+
+func orDash(ok bool, s string) string {
+	if !ok {
+		return "-"
+	}
+	return s
 }
 
 type result struct {
@@ -198,6 +441,24 @@ type result struct {
 	rate      float64
 	p50, p99  time.Duration
 	lost, dup int
+	// fair is the slowest client's completed operations over the median
+	// client's: 1 when the work was shared evenly.
+	fair float64
+	// The broker at the workload's end: the workload's AMQP connections
+	// and the memory they hold, its resident memory before and after, and
+	// its CPU per message (µs). Zero when unknown.
+	conns               int
+	connMem             int64
+	memBefore, memAfter int64
+	brokerCPU           float64
+	// The gateway process: CPU per operation (µs) and resident memory at
+	// the workload's end and at its peak so far.
+	gwCPU     float64
+	rss, peak int64
+	// misses counts gets answered END although the queue still held a
+	// message for this operation (another client's reservation or the
+	// gateway's prefetch had it): each is a round trip more.
+	misses int64
 }
 
 // body is message i padded to size: the consumer reads the index back.
@@ -222,24 +483,56 @@ func index(b []byte) int {
 	return -1
 }
 
+// parallel runs f(0..n-1), setupParallelism at a time: a thousand AMQP
+// handshakes or closes one after the other would take longer than the
+// workload.
+func parallel(n int, f func(i int)) {
+	sem := make(chan struct{}, setupParallelism)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			f(i)
+		}()
+	}
+	wg.Wait()
+}
+
+const setupParallelism = 16
+
 // measure runs worker(client, i) for every message i, spread over the
-// clients, each synchronous, and times every operation.
-func measure(o options, setup func(client int) (func(i int) error, func(), error)) (result, error) {
+// clients, each synchronous, and times every operation. end runs when the
+// last operation is done, before the clients are closed.
+func measure(o options, setup func(client int) (func(i int) error, func(), error), end func()) (result, error) {
 	var next atomic.Int64
 	lat := make([][]time.Duration, o.clients)
 	errs := make(chan error, o.clients)
 	var wg sync.WaitGroup
 	workers := make([]func(int) error, o.clients)
 	closers := make([]func(), o.clients)
-	for c := range o.clients {
+	closeAll := func() {
+		parallel(o.clients, func(c int) {
+			if closers[c] != nil {
+				closers[c]()
+			}
+		})
+	}
+	parallel(o.clients, func(c int) {
 		w, cl, err := setup(c)
 		if err != nil {
-			for _, f := range closers[:c] {
-				f()
-			}
-			return result{}, err
+			errs <- err
+			return
 		}
 		workers[c], closers[c] = w, cl
+	})
+	select {
+	case err := <-errs:
+		closeAll()
+		return result{}, err
+	default:
 	}
 	start := time.Now()
 	for c := range o.clients {
@@ -263,9 +556,8 @@ func measure(o options, setup func(client int) (func(i int) error, func(), error
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	for _, f := range closers {
-		f()
-	}
+	end()
+	closeAll()
 	select {
 	case err := <-errs:
 		return result{}, err
@@ -274,38 +566,101 @@ func measure(o options, setup func(client int) (func(i int) error, func(), error
 	return summarize(lat, elapsed), nil
 }
 
-// summarize turns per-client latencies into the rate and percentiles.
+// summarize turns per-client latencies into the rate, the percentiles and
+// the fairness.
 func summarize(lat [][]time.Duration, elapsed time.Duration) result {
 	var all []time.Duration
-	for _, l := range lat {
+	counts := make([]int, len(lat))
+	for c, l := range lat {
 		all = append(all, l...)
+		counts[c] = len(l)
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	sort.Ints(counts)
 	r := result{rate: float64(len(all)) / elapsed.Seconds()}
 	if len(all) > 0 {
 		r.p50, r.p99 = all[len(all)/2], all[len(all)*99/100]
 	}
+	if med := counts[len(counts)/2]; med > 0 {
+		r.fair = float64(counts[0]) / float64(med)
+	}
 	return r
 }
 
+// dial opens an AMQP connection that the broker lists under name.
+func dial(url, name string) (*amqp091.Connection, error) {
+	props := amqp091.NewConnectionProperties()
+	props.SetClientConnectionName(name)
+	return amqp091.DialConfig(url, amqp091.Config{Heartbeat: 10 * time.Second, Locale: "en_US", Properties: props})
+}
+
+// rawConns gives raw client c its connection: its own (per-client) or the
+// one all share.
+type rawConns struct {
+	o      options
+	shared *amqp091.Connection
+}
+
+func newRawConns(o options) (*rawConns, error) {
+	r := &rawConns{o: o}
+	if o.rawConns == "shared" {
+		var err error
+		if r.shared, err = dial(o.url, o.name+" raw shared"); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// channel opens client c's channel; release closes it and the client's
+// own connection.
+func (r *rawConns) channel(c int) (ch *amqp091.Channel, release func(), err error) {
+	conn := r.shared
+	if conn == nil {
+		if conn, err = dial(r.o.url, fmt.Sprintf("%s raw %d", r.o.name, c)); err != nil {
+			return nil, nil, err
+		}
+	}
+	if ch, err = conn.Channel(); err != nil {
+		if r.shared == nil {
+			conn.Close()
+		}
+		return nil, nil, err
+	}
+	return ch, func() {
+		_ = ch.Close()
+		if r.shared == nil {
+			_ = conn.Close()
+		}
+	}, nil
+}
+
+func (r *rawConns) close() {
+	if r.shared != nil {
+		r.shared.Close()
+	}
+}
+
 // rawPublish: a channel per client in confirm mode, one publish and its
-// confirm at a time: what a synchronous AMQP client does.
-func rawPublish(o options, queue string) (result, error) {
-	conn, err := amqp091.Dial(o.url)
+// confirm at a time: what a synchronous AMQP client does. Message i goes
+// to queue i mod queues.
+func rawPublish(o options, queues []string, end func()) (result, error) {
+	conns, err := newRawConns(o)
 	if err != nil {
 		return result{}, err
 	}
-	defer conn.Close()
-	r, err := measure(o, func(int) (func(int) error, func(), error) {
-		ch, err := conn.Channel()
+	defer conns.close()
+	r, err := measure(o, func(c int) (func(int) error, func(), error) {
+		ch, release, err := conns.channel(c)
 		if err != nil {
 			return nil, nil, err
 		}
 		if err := ch.Confirm(false); err != nil {
+			release()
 			return nil, nil, err
 		}
 		return func(i int) error {
-			dc, err := ch.PublishWithDeferredConfirm("", queue, true, false, amqp091.Publishing{
+			dc, err := ch.PublishWithDeferredConfirm("", queues[i%len(queues)], true, false, amqp091.Publishing{
 				DeliveryMode: amqp091.Persistent, Body: body(i, o.size),
 			})
 			if err != nil {
@@ -315,47 +670,72 @@ func rawPublish(o options, queue string) (result, error) {
 				return errors.New("nacked")
 			}
 			return nil
-		}, func() { ch.Close() }, nil
-	})
+		}, release, nil
+	}, end)
 	return r, err
 }
 
-// rawConsume: a channel per client with prefetch 1, consume and ack one at
-// a time, until every message was seen. Each consumer keeps going until
-// the last message arrived anywhere: with prefetch 1 a consumer that
-// stopped early would sit on a message nobody acks. The latency of an
-// operation is from one ack to the next delivery.
-func rawConsume(o options, queue string) (result, error) {
-	conn, err := amqp091.Dial(o.url)
+// rawConsume: a channel per client with prefetch 1 (client c consumes
+// queue c mod queues), consume and ack one at a time, until every message
+// was seen. Each consumer keeps going until the last message arrived
+// anywhere: with prefetch 1 a consumer that stopped early would sit on a
+// message nobody acks. The latency of an operation is from one ack to the
+// next delivery.
+func rawConsume(o options, queues []string, end func()) (result, error) {
+	conns, err := newRawConns(o)
 	if err != nil {
 		return result{}, err
 	}
-	defer conn.Close()
+	defer conns.close()
 	seen := newTally(o.messages)
 	var received atomic.Int64
+	// lastDelivery (unix nanos): at 1,000 consumers with prefetch 1 one
+	// consumer may wait long for its turn; the run is stuck only when no
+	// consumer received anything for stall.
+	var lastDelivery atomic.Int64
+	lastDelivery.Store(time.Now().UnixNano())
+	const stall = 10 * time.Second
 	done := make(chan struct{})
 	errs := make(chan error, o.clients)
 	lat := make([][]time.Duration, o.clients)
 	type consumer struct {
 		ch         *amqp091.Channel
+		release    func()
 		tag        string
 		deliveries <-chan amqp091.Delivery
 	}
 	consumers := make([]consumer, o.clients)
-	for c := range o.clients {
-		ch, err := conn.Channel()
+	release := func() {
+		parallel(o.clients, func(c int) {
+			if cs := consumers[c]; cs.ch != nil {
+				_ = cs.ch.Cancel(cs.tag, false)
+				cs.release()
+			}
+		})
+	}
+	parallel(o.clients, func(c int) {
+		ch, rel, err := conns.channel(c)
 		if err != nil {
-			return result{}, err
-		}
-		if err := ch.Qos(1, 0, false); err != nil {
-			return result{}, err
+			errs <- err
+			return
 		}
 		tag := fmt.Sprintf("mcbench-%d", c)
-		deliveries, err := ch.Consume(queue, tag, false, false, false, false, nil)
-		if err != nil {
-			return result{}, err
+		var deliveries <-chan amqp091.Delivery
+		if err = ch.Qos(1, 0, false); err == nil {
+			deliveries, err = ch.Consume(queues[c%len(queues)], tag, false, false, false, false, nil)
 		}
-		consumers[c] = consumer{ch, tag, deliveries}
+		if err != nil {
+			rel()
+			errs <- err
+			return
+		}
+		consumers[c] = consumer{ch, rel, tag, deliveries}
+	})
+	select {
+	case err := <-errs:
+		release()
+		return result{}, err
+	default:
 	}
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -371,6 +751,7 @@ func rawConsume(o options, queue string) (result, error) {
 						return
 					}
 					lat[c] = append(lat[c], time.Since(last))
+					lastDelivery.Store(time.Now().UnixNano())
 					seen.add(index(d.Body))
 					if err := d.Ack(false); err != nil {
 						errs <- err
@@ -382,8 +763,11 @@ func rawConsume(o options, queue string) (result, error) {
 					}
 				case <-done:
 					return
-				case <-time.After(10 * time.Second):
-					errs <- fmt.Errorf("no delivery within 10s (%d of %d received)", received.Load(), o.messages)
+				case <-time.After(stall):
+					if time.Since(time.Unix(0, lastDelivery.Load())) < stall {
+						continue // others are served: wait for our turn
+					}
+					errs <- fmt.Errorf("no delivery to any consumer within %v (%d of %d received)", stall, received.Load(), o.messages)
 					return
 				}
 			}
@@ -391,10 +775,8 @@ func rawConsume(o options, queue string) (result, error) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	for _, cs := range consumers {
-		_ = cs.ch.Cancel(cs.tag, false)
-		_ = cs.ch.Close()
-	}
+	end()
+	release()
 	select {
 	case err := <-errs:
 		return result{}, err
@@ -407,7 +789,7 @@ func rawConsume(o options, queue string) (result, error) {
 }
 
 // gatewaySet: a memcache connection per client, one set at a time.
-func gatewaySet(o options, addr, queue string) (result, error) {
+func gatewaySet(o options, addr string, queues []string, end func()) (result, error) {
 	r, err := measure(o, func(int) (func(int) error, func(), error) {
 		c, err := dialMC(addr)
 		if err != nil {
@@ -415,7 +797,7 @@ func gatewaySet(o options, addr, queue string) (result, error) {
 		}
 		return func(i int) error {
 			b := body(i, o.size)
-			reply, err := c.roundTrip(fmt.Appendf(nil, "set %s 0 0 %d\r\n%s\r\n", queue, len(b), b))
+			reply, err := c.roundTrip(fmt.Appendf(nil, "set %s 0 0 %d\r\n%s\r\n", queues[i%len(queues)], len(b), b))
 			if err != nil {
 				return err
 			}
@@ -424,20 +806,26 @@ func gatewaySet(o options, addr, queue string) (result, error) {
 			}
 			return nil
 		}, c.close, nil
-	})
+	}, end)
 	return r, err
 }
 
 // gatewayGetDelete: a memcache connection per client, get then delete.
-func gatewayGetDelete(o options, addr, queue string) (result, error) {
+// Operation i reads queue i mod queues, which holds as many messages as
+// operations will read it.
+func gatewayGetDelete(o options, addr string, queues []string, end func()) (result, error) {
 	seen := newTally(o.messages)
+	var misses atomic.Int64
 	r, err := measure(o, func(int) (func(int) error, func(), error) {
 		c, err := dialMC(addr)
 		if err != nil {
 			return nil, nil, err
 		}
-		return func(int) error {
-			deadline := time.Now().Add(10 * time.Second)
+		return func(i int) error {
+			queue := queues[i%len(queues)]
+			// A get that finds nothing asks again: 30 s of that while
+			// the queue holds its message fails the run (starvation).
+			deadline := time.Now().Add(30 * time.Second)
 			for {
 				value, err := c.get(queue)
 				if err != nil {
@@ -447,8 +835,9 @@ func gatewayGetDelete(o options, addr, queue string) (result, error) {
 					seen.add(index(value))
 					break
 				}
+				misses.Add(1)
 				if time.Now().After(deadline) {
-					return errors.New("queue stayed empty for 10s")
+					return errors.New("gets found nothing for 30s while the queue held a message for them")
 				}
 			}
 			reply, err := c.roundTrip([]byte("delete " + queue + "\r\n"))
@@ -460,8 +849,9 @@ func gatewayGetDelete(o options, addr, queue string) (result, error) {
 			}
 			return nil
 		}, c.close, nil
-	})
+	}, end)
 	r.lost, r.dup = seen.check()
+	r.misses = misses.Load()
 	return r, err
 }
 
@@ -495,43 +885,6 @@ func (t *tally) check() (lost, dup int) {
 	return lost, dup
 }
 
-// startGateway runs mcbridge in this process on a free port.
-func startGateway(url string, publishChannels int) (stop func(), addr string, err error) {
-	cfg := config.Default()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.MetricsListen = ""
-	log := slog.New(slog.DiscardHandler)
-	obs := bridge.NewObserver(nil)
-	broker := amqp.New(amqp.Options{URLs: []string{url}, ConnectionName: "mcbench", Observer: obs, Logger: log, PublishChannels: publishChannels})
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := broker.Start(ctx); err != nil {
-		return nil, "", err
-	}
-	if err := broker.Ready(); err != nil {
-		broker.Close()
-		return nil, "", err
-	}
-	srv := bridge.New(cfg, broker, obs, bridge.Options{Logger: log})
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		broker.Close()
-		return nil, "", err
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ln)
-	}()
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-		broker.Close()
-	}, ln.Addr().String(), nil
-}
-
 // profile starts the CPU profile of workload name, if asked for; stop ends
 // it and writes the allocations and mutex profiles asked for. A profile
 // that cannot be written is reported and skipped: the measurement goes on.
@@ -555,6 +908,7 @@ func profile(o options, name string) (stop func()) {
 		}
 		writeProfile("allocs", o.memProf, name)
 		writeProfile("mutex", o.mutProf, name)
+		writeProfile("block", o.blockProf, name)
 	}
 }
 

@@ -49,6 +49,12 @@ func markedProcs() []marked {
 		if err != nil || !bytes.Contains(env, []byte(markerVar+"=")) {
 			continue
 		}
+		if !sameRoot(pid) {
+			// Another root (a chroot or container on this kernel): its
+			// hosts' directories and owners are not ours to judge, and
+			// reaping them killed the nodes of a test run there.
+			continue
+		}
 		m := marked{pid: pid}
 		for _, kv := range bytes.Split(env, []byte{0}) {
 			k, v, _ := strings.Cut(string(kv), "=")
@@ -67,6 +73,18 @@ func markedProcs() []marked {
 		out = append(out, m)
 	}
 	return out
+}
+
+// sameRoot reports whether process pid sees the file system from the same
+// root directory as this process. When that cannot be told (no permission,
+// the process is gone) it is false: what cannot be identified is left alone.
+func sameRoot(pid int) bool {
+	ours, err := os.Stat("/proc/self/root")
+	if err != nil {
+		return false
+	}
+	theirs, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid), "root"))
+	return err == nil && os.SameFile(ours, theirs)
 }
 
 // pidsWhere lists the marked processes for which keep is true.

@@ -339,3 +339,19 @@ func TestFirstStartReplacesTakenPort(t *testing.T) {
 		t.Fatalf("node on port %d (answers: %v), want one other than the taken %d", n.Port(), dialable(n.Addr()), taken)
 	}
 }
+
+// sameRoot tells this machine's processes from those in a chroot or
+// container on the same kernel, whose nodes the reaper must not touch.
+func TestSameRoot(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	if !sameRoot(cmd.Process.Pid) {
+		t.Errorf("a child process is not under our root")
+	}
+	if sameRoot(1 << 30) {
+		t.Errorf("a process that does not exist is under our root")
+	}
+}

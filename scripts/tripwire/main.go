@@ -102,11 +102,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 // the search is tried a few times.
 func connector(c net.Conn) string {
 	peer, ok := c.RemoteAddr().(*net.TCPAddr)
-	if !ok || peer.IP.To4() == nil {
+	listener, ok2 := c.LocalAddr().(*net.TCPAddr)
+	if !ok || !ok2 || peer.IP.To4() == nil || listener.IP.To4() == nil {
 		return "unknown process"
 	}
 	for range 10 {
-		if who := findConnector(peer); who != "" {
+		if who := findConnector(peer, listener); who != "" {
 			return who
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -114,8 +115,13 @@ func connector(c net.Conn) string {
 	return "unknown process"
 }
 
-func findConnector(peer *net.TCPAddr) string {
-	inode := socketInode(peer)
+func findConnector(peer, listener *net.TCPAddr) string {
+	f, err := os.Open("/proc/net/tcp")
+	if err != nil {
+		return ""
+	}
+	inode := socketInode(f, peer, listener)
+	f.Close()
 	if inode == "" {
 		return ""
 	}
@@ -131,26 +137,30 @@ func findConnector(peer *net.TCPAddr) string {
 	return ""
 }
 
-// socketInode finds the inode of the IPv4 socket bound to local in
-// /proc/net/tcp.
-func socketInode(local *net.TCPAddr) string {
-	f, err := os.Open("/proc/net/tcp")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	ip := local.IP.To4()
-	// /proc/net/tcp prints the address as the kernel stores it: the
-	// 32-bit value in host (little-endian) order, then the port.
-	want := fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], local.Port)
-	sc := bufio.NewScanner(f)
+// socketInode finds, in a /proc/net/tcp listing, the inode of the IPv4
+// socket from local to remote. Both ends must match: the same local port
+// also shows up in sockets of earlier connections to other addresses
+// (TIME_WAIT, inode 0), which a whole test suite leaves by the thousand.
+func socketInode(table io.Reader, local, remote *net.TCPAddr) string {
+	want, peer := procAddr(local), procAddr(remote)
+	sc := bufio.NewScanner(table)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) > 9 && f[1] == want {
-			if _, err := strconv.Atoi(f[9]); err == nil {
+		if len(f) > 9 && f[1] == want && f[2] == peer {
+			if n, err := strconv.Atoi(f[9]); err == nil && n != 0 {
 				return f[9]
 			}
 		}
 	}
 	return ""
+}
+
+// procAddr spells an IPv4 address as /proc/net/tcp prints it: the 32-bit
+// value in host (little-endian) order, then the port.
+func procAddr(a *net.TCPAddr) string {
+	ip := a.IP.To4()
+	if ip == nil {
+		return ""
+	}
+	return fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], a.Port)
 }

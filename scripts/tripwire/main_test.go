@@ -61,3 +61,29 @@ func TestTripwire(t *testing.T) {
 		}
 	}
 }
+
+// The connector's socket is found by both of its ends: an earlier
+// connection from the same local port to another address, now in TIME_WAIT
+// with inode 0, listed first, once hid it (CI reported "unknown process").
+func TestSocketInodeMatchesBothEnds(t *testing.T) {
+	const table = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:86BE 0100007F:1628 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0000000000000000
+   1: 0100007F:86BE 0100007F:9C41 01 00000000:00000000 00:00000000 00000000     0        0 0 1 0000000000000000
+   2: 0100007F:86BE 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000
+`
+	local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 0x86BE}
+	for _, tc := range []struct {
+		remote int
+		want   string
+	}{
+		{0x9C40, "4242"}, // the live socket
+		{0x1628, ""},     // TIME_WAIT, no owner
+		{0x9C41, ""},     // inode 0: nobody to name
+		{0x9C42, ""},     // not listed
+	} {
+		got := socketInode(strings.NewReader(table), local, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: tc.remote})
+		if got != tc.want {
+			t.Errorf("remote port %d: inode %q, want %q", tc.remote, got, tc.want)
+		}
+	}
+}

@@ -6,11 +6,19 @@ package metrics
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mcbridge/mcbridge/bridge/internal/queues"
 	"github.com/mcbridge/mcbridge/config"
+)
+
+// Login results, the result label's values of mcbridge_auth_total.
+const (
+	AuthSuccess = "success"
+	AuthFailure = "failure"
+	AuthRefused = "refused"
 )
 
 // Requeue reasons, the reason label's values.
@@ -23,6 +31,18 @@ const (
 
 // requeueReasons are every value of the reason label.
 var requeueReasons = []string{ReasonDisconnect, ReasonTimeout, ReasonAbort, ReasonShutdown}
+
+// Limits, the limit label's values of mcbridge_limit_refusals_total (SPEC
+// §5): the config keys under limits (and auth) whose bound refused a client.
+const (
+	LimitMaxConnections = "max_connections"
+	LimitMaxQueues      = "max_queues"
+	LimitMaxUsers       = "max_users"
+	LimitMaxItemSize    = "max_item_size"
+)
+
+// limits are every value of the limit label.
+var limits = []string{LimitMaxConnections, LimitMaxQueues, LimitMaxUsers, LimitMaxItemSize}
 
 // Broker connection roles, the role label's values (amqp.RolePublish and
 // amqp.RoleConsume).
@@ -45,7 +65,15 @@ type Metrics struct {
 	AMQPBlocked      prometheus.Gauge
 	BytesRead        prometheus.Counter
 	BytesWritten     prometheus.Counter
+	Auth             *prometheus.CounterVec
+	LimitRefusals    *prometheus.CounterVec
+	PendingBytes     prometheus.Gauge
+	queues           prometheus.GaugeFunc
 	buildInfo        *prometheus.GaugeVec
+
+	// queueCount says how many queues have state in the gateway
+	// (mcbridge_queues); nil: none yet.
+	queueCount atomic.Pointer[func() int]
 
 	// up tracks each broker connection, so that mcbridge_amqp_up{role} is 1
 	// only while every connection of the role is up.
@@ -97,12 +125,30 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		BytesWritten: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mcbridge_bytes_written_total", Help: "Bytes written to clients.",
 		}),
+		Auth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcbridge_auth_total",
+			Help: "Logins by result: success, failure (the broker refused the credentials), refused (the gateway refused: max_users, broker unreachable, too many recent failures).",
+		}, []string{"result"}),
+		LimitRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcbridge_limit_refusals_total", Help: "Requests or connections refused because a configured limit was reached, by limit.",
+		}, []string{"limit"}),
+		PendingBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mcbridge_pending_bytes", Help: "Bytes of values read from clients whose publish has no verdict yet (limits.max_pending_bytes).",
+		}),
 		buildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mcbridge_build_info", Help: "Always 1; the version label is the running mcbridge's.",
 		}, []string{"version"}),
 		up:       make(map[string]map[int]bool),
 		expected: make(map[string]int),
 	}
+	m.queues = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "mcbridge_queues", Help: "Queues with state in this gateway (YAML queues and auto-declared ones in use).",
+	}, func() float64 {
+		if f := m.queueCount.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
 	if reg != nil {
 		reg.MustRegister(m.Collectors()...)
 	}
@@ -112,6 +158,11 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		m.AMQPUp.WithLabelValues(role).Set(0)
 		m.AMQPReconnects.WithLabelValues(role)
 	}
+	// Every limit's series exists from the start, at zero, so that an
+	// alert on its rate sees it before the first refusal.
+	for _, l := range limits {
+		m.LimitRefusals.WithLabelValues(l)
+	}
 	m.buildInfo.WithLabelValues(version).Set(1)
 	return m
 }
@@ -120,8 +171,11 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 func (m *Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.Connections, m.ConnectionsTotal, m.Commands, m.PublishDuration,
 		m.ReservationsOpen, m.Requeued, m.Redelivered, m.AMQPUp, m.AMQPReconnects,
-		m.AMQPBlocked, m.BytesRead, m.BytesWritten, m.buildInfo}
+		m.AMQPBlocked, m.BytesRead, m.BytesWritten, m.Auth, m.LimitRefusals, m.PendingBytes, m.queues, m.buildInfo}
 }
+
+// CountQueues makes count the source of mcbridge_queues.
+func (m *Metrics) CountQueues(count func() int) { m.queueCount.Store(&count) }
 
 // Configure creates the per-queue series of every YAML queue and of the
 // shared "_auto" label at zero, so that dashboards and alerts see them
@@ -139,6 +193,12 @@ func (m *Metrics) Configure(cfg *config.Config) {
 			m.Requeued.WithLabelValues(q, reason)
 		}
 	}
+	// The login series exist in every mode (at zero under auth.mode
+	// none), so that one dashboard fits every gateway.
+	for _, r := range []string{AuthSuccess, AuthFailure, AuthRefused} {
+		m.Auth.WithLabelValues(r)
+	}
+	m.LimitRefusals.WithLabelValues(LimitMaxUsers)
 	m.upMu.Lock()
 	m.expected[RolePublish] = 1
 	m.expected[RoleConsume] = max(cfg.AMQP.ConsumeConnections, 1)
@@ -146,6 +206,12 @@ func (m *Metrics) Configure(cfg *config.Config) {
 		m.setUpLocked(role)
 	}
 	m.upMu.Unlock()
+}
+
+// LimitRefused counts one refusal by the named limit (LimitMaxConnections,
+// ...).
+func (m *Metrics) LimitRefused(limit string) {
+	m.LimitRefusals.WithLabelValues(limit).Inc()
 }
 
 // ConnectionUp records one broker connection's state and updates its

@@ -43,12 +43,12 @@ func TestState(t *testing.T) {
 		t.Errorf("billing: label %q lease %v ack %v passive %v", billing.Label, billing.Lease, billing.Ack, billing.passive)
 	}
 	auto := tab.State("jobs")
-	if auto.Label != AutoLabel || auto.Lease.String() != "2m0s" || auto.Ack != config.AckAuto || !auto.passive || !auto.spec.Quorum {
-		t.Errorf("jobs: label %q lease %v ack %v passive %v quorum %v", auto.Label, auto.Lease, auto.Ack, auto.passive, auto.spec.Quorum)
+	if auto.Label != AutoLabel || auto.Lease.String() != "2m0s" || auto.Ack != config.AckAuto || !auto.passive || !tab.spec(auto).Quorum {
+		t.Errorf("jobs: label %q lease %v ack %v passive %v quorum %v", auto.Label, auto.Lease, auto.Ack, auto.passive, tab.spec(auto).Quorum)
 	}
 	child := tab.State("orders+audit")
-	if len(child.spec.Bindings) != 1 || child.spec.Bindings[0].Exchange != "orders" {
-		t.Errorf("orders+audit bindings %+v, want one to orders", child.spec.Bindings)
+	if b := tab.spec(child).Bindings; len(b) != 1 || b[0].Exchange != "orders" {
+		t.Errorf("orders+audit bindings %+v, want one to orders", tab.spec(child).Bindings)
 	}
 	if tab.State("jobs") != auto {
 		t.Error("a second State of a queue made a new one")

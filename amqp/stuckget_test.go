@@ -1,0 +1,110 @@
+package amqp_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	mcamqp "github.com/mcbridge/mcbridge/amqp"
+	"github.com/mcbridge/mcbridge/internal/testbroker"
+)
+
+// stuckGet publishes m0…m<n-1> to a new queue (declared by someone else:
+// not fetched ahead), suspends the queue's process and makes a get that
+// the broker answers only after the RPC timeout: the get returns
+// ErrBrokerTimeout and goes on, and will take m0 once resume is called.
+// The timeout leaves resume's rabbitmqctl call, which takes a second or
+// two on a busy machine, ample time within the next get's wait.
+func stuckGet(t *testing.T, hint string, n int) (c *mcamqp.Client, q string, ctx context.Context, resume func()) {
+	t.Helper()
+	c = startClient(t, mcamqp.Options{RPCTimeout: 6 * time.Second, GetChannels: 4})
+	q = testbroker.Name(t, hint)
+	declareQueue(t, q, nil)
+	for i := range n {
+		publish(t, c, q, fmt.Sprintf("m%d", i))
+	}
+	ctx = ctxT(t)
+	resume = testbroker.SuspendQueue(t, q)
+	if d, err := c.Get(ctx, q); !errors.Is(err, mcamqp.ErrBrokerTimeout) {
+		t.Fatalf("get of a suspended queue: %v, %v; want ErrBrokerTimeout", d, err)
+	}
+	return c, q, ctx, resume
+}
+
+// fetched is a get's or a wait's outcome, from its goroutine.
+type fetched struct {
+	d   *mcamqp.Delivery
+	err error
+}
+
+// mustBe fails the test unless r handed out body.
+func (r fetched) mustBe(t *testing.T, what, body string) {
+	t.Helper()
+	if r.err != nil || r.d == nil || string(r.d.Body) != body {
+		got := ""
+		if r.d != nil {
+			got = string(r.d.Body)
+		}
+		t.Fatalf("%s: %q, %v; want %s", what, got, r.err, body)
+	}
+}
+
+// getsInOrder gets and acks m<from>…m<n-1>, in that order.
+func getsInOrder(t *testing.T, c *mcamqp.Client, ctx context.Context, q string, from, n int) {
+	t.Helper()
+	for i := from; i < n; i++ {
+		d, err := c.Get(ctx, q)
+		fetched{d, err}.mustBe(t, fmt.Sprintf("get %d", i), fmt.Sprintf("m%d", i))
+		if err := d.Ack(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A get that the broker answers only after the RPC timeout keeps the
+// queue's order: the get behind it waits for it, and the message it took
+// late (the head) is the next one handed out. Before, the late message was
+// nacked back, while the next get, already queued at the broker on another
+// channel, took the message after it: the client saw them out of order.
+func TestStuckGetKeepsTheOrder(t *testing.T) {
+	const n = 5
+	c, q, ctx, resume := stuckGet(t, "stuckget", n)
+	next := make(chan fetched, 1)
+	go func() {
+		d, err := c.Get(ctx, q)
+		next <- fetched{d, err}
+	}()
+	resume()
+	g := <-next
+	g.mustBe(t, "the get after the stuck one", "m0")
+	if err := g.d.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	getsInOrder(t, c, ctx, q, 1, n)
+	testbroker.Eventually(t, 10*time.Second, "the queue empty, nothing unacked", func() bool {
+		return testbroker.QueueDepth(t, q) == 0 && testbroker.Unacked(t, q) == 0
+	})
+}
+
+// The message a stuck get brings late goes to the wait in line for it, not
+// to the broker's next basic.get: a wait (kestrel's /t=) that started
+// while the get was stuck gets the head, m0.
+func TestStuckGetServesTheWaitInLine(t *testing.T) {
+	const n = 3
+	c, q, ctx, resume := stuckGet(t, "stuckwait", n)
+	waited := make(chan fetched, 1)
+	go func() {
+		d, err := c.Wait(ctx, q, 10*time.Second)
+		waited <- fetched{d, err}
+	}()
+	testbroker.Eventually(t, 5*time.Second, "the wait in line", func() bool { return c.Waiters(q) == 1 })
+	resume()
+	g := <-waited
+	g.mustBe(t, "the wait", "m0")
+	if err := g.d.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	getsInOrder(t, c, ctx, q, 1, n)
+}
