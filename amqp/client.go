@@ -51,6 +51,10 @@ type Client struct {
 	// goroutines are started under a fetcher's lock, and the janitor
 	// takes fetcher locks under fmu.
 	gmu sync.Mutex
+
+	// afterSubscribe, set by tests before the first get, is called by a
+	// queue's pump once its consumer is subscribed, before it flows.
+	afterSubscribe func()
 }
 
 // New returns a Client; Start connects it.

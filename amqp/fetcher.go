@@ -485,10 +485,6 @@ func (f *fetcher) askReady() *readyAsk {
 	}
 	a := &readyAsk{done: make(chan struct{})}
 	f.asking = a
-	var cs *consumer // whose deliveries to wait for when none are ready
-	if f.state == stateFlowing {
-		cs = f.cons
-	}
 	f.mu.Unlock()
 	finish := func(n int, err error) {
 		f.mu.Lock()
@@ -497,16 +493,64 @@ func (f *fetcher) askReady() *readyAsk {
 		a.n, a.err = n, err
 		close(a.done)
 	}
-	if !f.c.goFetch(func() {
-		n, err := f.readyCount()
-		if err == nil && n == 0 && cs != nil {
-			f.consumerBarrier(cs)
-		}
-		finish(n, err)
-	}) {
+	if !f.c.goFetch(func() { finish(f.countReady()) }) {
 		finish(0, ErrClosed)
 	}
 	return a
+}
+
+// countReady asks how many messages are ready. "None" is answered only
+// once every message the broker pushed to the queue's consumer before it
+// said so is with the library, on its way to the line: the consumer is
+// then neither starting nor stopping, and a round trip on its channel
+// followed the count. A consumer that was starting when the count was
+// asked may have been pushed the last ready message already: a get that
+// missed it (the socket fuzz test's well-behaved client did) broke the
+// promise that a queue holding a message serves it. A give-back that
+// began meanwhile puts messages back: then the question is asked again.
+// An RPC timeout bounds the waits for the consumer and the give-backs.
+func (f *fetcher) countReady() (int, error) {
+	deadline := time.Now().Add(f.c.opts.RPCTimeout)
+	givebacks := f.settle(deadline)
+	for {
+		n, err := f.readyCount()
+		if err != nil || n > 0 {
+			return n, err
+		}
+		now := f.settle(deadline)
+		if now != givebacks && time.Now().Before(deadline) {
+			givebacks = now
+			continue
+		}
+		f.mu.Lock()
+		cs := f.cons
+		if f.state != stateFlowing {
+			cs = nil
+		}
+		f.mu.Unlock()
+		if cs != nil {
+			f.consumerBarrier(cs)
+		}
+		return 0, nil
+	}
+}
+
+// settle waits, until deadline at most, until no consumer of the queue is
+// starting or stopping and no give-back runs, and returns how many
+// give-backs have begun so far.
+func (f *fetcher) settle(deadline time.Time) uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for f.state == stateStarting || f.state == stateStopping || f.rewinds > 0 {
+		changed := f.changedLocked()
+		f.mu.Unlock()
+		woke := sleepUntilChange(f.c.runCtx, changed, time.Until(deadline))
+		f.mu.Lock()
+		if !woke || !time.Now().Before(deadline) {
+			break
+		}
+	}
+	return f.givebacks
 }
 
 // inLine waits up to d for w to be served, then leaves the line.
@@ -894,6 +938,9 @@ func (f *fetcher) startConsumer() {
 	window = min(window+int(f.held.Load())+len(f.waiters), maxWindow)
 	f.mu.Unlock()
 	cs, err := f.subscribe(window)
+	if f.c.afterSubscribe != nil {
+		f.c.afterSubscribe()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	defer f.notifyLocked()

@@ -128,9 +128,9 @@ func TestCloseSendsQueuedAcks(t *testing.T) {
 // consumer: many concurrent gets receive every message exactly once, the
 // broker sees the consumer while the gets run, and once the queue is empty
 // a get answers the miss without waiting for the consumer each time. (A
-// get may miss a message that is still on its way from the broker to the
-// consumer when the machine is very busy; the next get has it. The
-// getters go on until they have seen every message.)
+// get may miss a message that the AMQP library has received but the pump
+// has not yet moved to the line when the machine is very busy; the next
+// get has it. The getters go on until they have seen every message.)
 func TestHotQueuePrefetchesAndMissesPromptly(t *testing.T) {
 	c := startClient(t, mcamqp.Options{})
 	q := testbroker.Name(t, "q")
