@@ -126,14 +126,19 @@ func (f *fetcher) endGetLocked(t getTicket, err error) {
 //
 // A get the broker does not answer within the RPC timeout returns
 // ErrBrokerTimeout but stays counted in gets, and in stuck, until the
-// broker answers it or its channel dies. Meanwhile no other basic.get and
-// no consumer of the queue starts: the message it takes is the oldest, and
-// it goes first in buf (after those of stuck gets that started before
-// it), for the next get or waiter. Given back to the broker instead, it
-// would come back behind newer messages that later gets had handed out
-// already (a hunt saw exactly that after slow give-backs). Only when a
-// give-back went ahead meanwhile (requeue stops waiting for gets after a
-// while) does it go back too, behind what went back first.
+// broker answers it or its channel dies, for one more RPC timeout at most.
+// Meanwhile no other basic.get and no consumer of the queue starts: the
+// message it takes is the oldest, and it goes first in buf (after those of
+// stuck gets that started before it), for the next get or waiter. Given
+// back to the broker instead, it would come back behind newer messages
+// that later gets had handed out already (a hunt saw exactly that after
+// slow give-backs). It goes back when a give-back went ahead meanwhile
+// (requeue stops waiting for gets after a while), behind what went back
+// first, and when the get was written off: the queue's gets go on without
+// it after that second RPC timeout. RabbitMQ 3.x lets a basic.get of a
+// quorum queue whose leader went away wait up to net_ticktime + 5 s (65 s);
+// waiting for it that long stopped the queue on the gateway for a minute
+// after a node stopped (the cluster test's node-stop under load).
 func (f *fetcher) basicGet(t getTicket) (*Delivery, error) {
 	qc, err := f.channel()
 	if err != nil {
@@ -145,18 +150,24 @@ func (f *fetcher) basicGet(t getTicket) (*Delivery, error) {
 		ok  bool
 	)
 	counted := make(chan struct{})
+	var st stuckGet // guarded by f.mu
 	err = qc.rpc(f.c, func() (err error) {
 		msg, ok, err = qc.ch.Get(f.queue, false)
 		return err
 	}, func(err error) {
 		<-counted
 		f.mu.Lock()
-		f.stuck--
-		f.endGetLocked(t, err)
+		writtenOff := st.writtenOff
+		if !writtenOff {
+			st.timer.Stop()
+			st.ended = true
+			f.stuck--
+			f.endGetLocked(t, err)
+		}
 		var back *Delivery
 		switch {
 		case err != nil:
-		case f.givebacks != t.givebacks:
+		case writtenOff || f.givebacks != t.givebacks:
 			if ok {
 				back = qc.track(f, &msg)
 			}
@@ -189,6 +200,7 @@ func (f *fetcher) basicGet(t getTicket) (*Delivery, error) {
 		f.mu.Lock()
 		f.gets++
 		f.stuck++
+		st.timer = time.AfterFunc(f.c.opts.RPCTimeout, func() { f.writeOff(&st, t) })
 		f.mu.Unlock()
 		close(counted)
 	}
@@ -205,6 +217,33 @@ func (f *fetcher) basicGet(t getTicket) (*Delivery, error) {
 		return nil, nil
 	}
 	return qc.track(f, &msg), nil
+}
+
+// stuckGet is the state of a basic.get that the broker did not answer in
+// time, guarded by its fetcher's mu.
+type stuckGet struct {
+	timer *time.Timer // writes it off
+	// ended: the broker answered it, or its channel died. writtenOff: the
+	// queue's gets went on without it; what it brings late goes back.
+	ended, writtenOff bool
+}
+
+// writeOff lets the queue's gets go on without a stuck basic.get that is
+// still unanswered (see basicGet).
+func (f *fetcher) writeOff(st *stuckGet, t getTicket) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if st.ended {
+		return
+	}
+	st.writtenOff = true
+	f.stuck--
+	f.endGetLocked(t, ErrBrokerTimeout)
+	f.notifyLocked()
+	if f.pumping {
+		f.poke()
+	}
+	f.c.opts.Logger.Warn("a get the broker has not answered for two RPC timeouts is written off; the queue's gets go on without it", "queue", f.queue, "rpc_timeout", f.c.opts.RPCTimeout)
 }
 
 // dropBufLocked empties buf of a client that is closing, uncounting what

@@ -108,3 +108,74 @@ func TestStuckGetServesTheWaitInLine(t *testing.T) {
 	}
 	getsInOrder(t, c, ctx, q, 1, n)
 }
+
+// A get the broker never answers does not stop the queue for long: after a
+// second RPC timeout the queue's gets go on without it, and what it takes
+// when it is answered at last goes back to the queue. RabbitMQ 3.x lets a
+// basic.get of a quorum queue whose leader went away wait up to 65 s;
+// waiting for it stopped the queue on one gateway for a minute in the
+// cluster test's node stop. Here the broker's processes of the client's
+// get channels are suspended: the get sent on one hangs, while channels
+// opened later work.
+func TestUnansweredGetIsWrittenOff(t *testing.T) {
+	name := uniqueConnName()
+	const rpcTimeout = 2 * time.Second
+	c := startClient(t, mcamqp.Options{ConnectionName: name, RPCTimeout: rpcTimeout, GetChannels: 8})
+	q := testbroker.Name(t, "writeoff")
+	declareQueue(t, q, nil)
+	for i := range 3 {
+		publish(t, c, q, fmt.Sprintf("m%d", i))
+	}
+	ctx := ctxT(t)
+	d, err := c.Get(ctx, q)
+	fetched{d, err}.mustBe(t, "the first get", "m0")
+	if err := d.Ack(); err != nil {
+		t.Fatal(err)
+	}
+
+	n, resume := testbroker.SuspendChannels(t, name+" consume ")
+	if n == 0 {
+		t.Fatal("no channel of the consume connection to suspend")
+	}
+	if d, err := c.Get(ctx, q); !errors.Is(err, mcamqp.ErrBrokerTimeout) {
+		t.Fatalf("get on a suspended channel: %v, %v; want ErrBrokerTimeout", d, err)
+	}
+	stuckAt := time.Now()
+	// The gets after it wait for it, then go on without it, on channels
+	// that work (a get may first take another suspended one, and be
+	// written off in turn).
+	var got *mcamqp.Delivery
+	testbroker.Eventually(t, 8*rpcTimeout, "a get that goes on without the stuck one", func() bool {
+		d, err := c.Get(ctx, q)
+		if err != nil {
+			return false
+		}
+		if d == nil {
+			t.Fatal("a miss while the queue holds m1 and m2")
+		}
+		got = d
+		return true
+	})
+	t.Logf("the queue served again %v after the get got stuck (%d channels suspended)", time.Since(stuckAt).Round(time.Millisecond), n)
+	fetched{got, nil}.mustBe(t, "the get after the write-off", "m1")
+	if err := got.Ack(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Answered at last, the stuck get takes m2, which goes back.
+	resume()
+	testbroker.Eventually(t, 10*time.Second, "m2 back in the queue", func() bool {
+		d, err := c.Get(ctx, q)
+		if err != nil || d == nil {
+			return false
+		}
+		fetched{d, nil}.mustBe(t, "the last get", "m2")
+		if err := d.Ack(); err != nil {
+			t.Fatal(err)
+		}
+		return true
+	})
+	testbroker.Eventually(t, 10*time.Second, "the queue empty, nothing unacked or held", func() bool {
+		return testbroker.QueueDepth(t, q) == 0 && testbroker.Unacked(t, q) == 0 && c.Held(q) == 0
+	})
+}
