@@ -78,6 +78,22 @@ func (qc *queueChannel) lockOpen() bool {
 	return true
 }
 
+// lockOpenBounded is lockOpen that waits an RPC timeout at most: a call
+// the broker does not answer (a stuck get) may hold qc for a minute.
+func (qc *queueChannel) lockOpenBounded(c *Client) bool {
+	if !qc.mu.TryLock() {
+		// On time out, bounded lets the lock go as soon as it is had.
+		if c.bounded(func() error { qc.mu.Lock(); return nil }, func(error) { qc.mu.Unlock() }) != nil {
+			return false
+		}
+	}
+	if qc.closing.Load() || qc.ch.IsClosed() {
+		qc.mu.Unlock()
+		return false
+	}
+	return true
+}
+
 // track makes d a delivery of qc, fetched for f.
 func (qc *queueChannel) track(f *fetcher, m *amqp091.Delivery) *Delivery {
 	d := &Delivery{
@@ -290,8 +306,13 @@ func (f *fetcher) readyCount() (int, error) {
 // channel to the queue, sent before the channel answers the qos, so after
 // the barrier a basic.get or a new consumer of this connection finds the
 // message back in the queue.
+//
+// A channel that a stuck get holds for longer than an RPC timeout gets no
+// barrier: the give-back goes on without it (the broker's process of that
+// channel handles the reject only when the get is answered anyway), rather
+// than stop the queue's gets and the client giving back for a minute.
 func (f *fetcher) barrier(qc *queueChannel) {
-	if !qc.lockOpen() {
+	if !qc.lockOpenBounded(f.c) {
 		return
 	}
 	// prefetch-count 0 on a get channel changes nothing; a consumer
