@@ -52,9 +52,12 @@ import (
 //     just gave back).
 //   - A basic.get that the broker answers only after the RPC timeout
 //     (stuck) keeps every other basic.get and consumer of the queue from
-//     starting until it ends; what it took goes first in buf, or back
-//     behind a give-back that began meanwhile (see basicGet). A give-back
-//     does not wait for it.
+//     starting until it ends, for one more RPC timeout at most; what it
+//     took goes first in buf, or back behind a give-back that began
+//     meanwhile (see basicGet). A give-back does not wait for it. Past
+//     that second timeout it is written off: the queue's gets (and a
+//     consumer) go on, what it takes at last goes back, and the order
+//     of the queue is not kept in that fault.
 //   - Deliveries in buf belong to the pump, which gives them back before it
 //     exits; those of a channel that closed are dropped and uncounted (the
 //     broker requeued them). Nothing is stranded, and held counts exactly
@@ -77,7 +80,8 @@ type fetcher struct {
 	rewinds  int // give-backs in progress: no basic.get or consumer starts
 	gets     int // basic.gets in flight
 	// stuck: basic.gets in flight (counted in gets too) that the broker
-	// did not answer in time; no other basic.get starts (see basicGet).
+	// did not answer in time and that are not written off yet; no other
+	// basic.get starts (see basicGet).
 	// waitingAside: gets waiting, outside the line, for a stuck get or a
 	// give-back to end; what a stuck get brings late is for them, and the
 	// pump does not give it back meanwhile.
@@ -429,7 +433,10 @@ func (f *fetcher) lineGet(ctx context.Context) (*Delivery, error) {
 			quiet = missGrace
 		}
 		for {
-			d, served, err := f.served(ctx, w, min(quiet, time.Until(deadline)))
+			// missGrace at least, even past the deadline: the answer may
+			// have taken long (a consumer starting), and "none ready"
+			// holds only once what it brought in reached the line.
+			d, served, err := f.served(ctx, w, max(missGrace, min(quiet, time.Until(deadline))))
 			if served {
 				return d, err
 			}
@@ -611,7 +618,7 @@ func sleepUntilChange(ctx context.Context, changed <-chan struct{}, d time.Durat
 // the broker pushed before it are then with the library (a basic.qos that
 // repeats the window changes nothing).
 func (f *fetcher) consumerBarrier(cs *consumer) {
-	if !cs.qc.lockOpen() {
+	if !cs.qc.lockOpenBounded(f.c) {
 		return
 	}
 	_ = cs.qc.rpc(f.c, func() error { return cs.qc.ch.Qos(cs.window, 0, false) }, nil)

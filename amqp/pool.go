@@ -133,14 +133,15 @@ func (p *chanPool) exclusive(f *fetcher) (*queueChannel, error) {
 		p.mu.Unlock()
 		return qc, err
 	}
-	// f's own channel, when busy: wait for it rather than share.
+	// f's own channel, when busy: wait for it rather than share (an RPC
+	// timeout at most: a stuck get may hold it for a minute).
 	for _, qc := range p.chans {
 		if qc.owner == f {
 			p.mu.Unlock()
-			if qc.lockOpen() {
+			if qc.lockOpenBounded(p.c) {
 				return qc, nil
 			}
-			return nil, ErrNotConnected
+			return nil, qc.lockError()
 		}
 	}
 	p.mu.Unlock()
@@ -185,8 +186,8 @@ func (p *chanPool) share(f *fetcher) (*queueChannel, error) {
 		best.checked[f] = time.Now()
 		p.mu.Unlock()
 	}
-	if !best.lockOpen() {
-		return nil, ErrNotConnected
+	if !best.lockOpenBounded(p.c) {
+		return nil, best.lockError()
 	}
 	return best, nil
 }

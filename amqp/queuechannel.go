@@ -94,6 +94,15 @@ func (qc *queueChannel) lockOpenBounded(c *Client) bool {
 	return true
 }
 
+// lockError says why lockOpenBounded failed: the channel closed, or a call
+// held it for an RPC timeout.
+func (qc *queueChannel) lockError() error {
+	if qc.closing.Load() || qc.ch.IsClosed() {
+		return ErrNotConnected
+	}
+	return fmt.Errorf("%w: its channel is busy with a call the broker has not answered", ErrBrokerTimeout)
+}
+
 // track makes d a delivery of qc, fetched for f.
 func (qc *queueChannel) track(f *fetcher, m *amqp091.Delivery) *Delivery {
 	d := &Delivery{

@@ -196,3 +196,48 @@ func TestUnansweredGetIsWrittenOff(t *testing.T) {
 		return testbroker.QueueDepth(t, q) == 0 && testbroker.Unacked(t, q) == 0 && c.Held(q) == 0
 	})
 }
+
+// With every get channel taken, a get waits for its queue's own channel,
+// and when a get the broker never answers holds that one, it answers
+// ErrBrokerTimeout within an RPC timeout or two rather than wait for the
+// broker as long as the stuck get does (a minute for a quorum queue whose
+// leader went away).
+func TestGetOfAFullPoolDoesNotWaitForAStuckChannel(t *testing.T) {
+	name := uniqueConnName()
+	const rpcTimeout = time.Second
+	c := startClient(t, mcamqp.Options{ConnectionName: name, RPCTimeout: rpcTimeout, GetChannels: 1})
+	q := testbroker.Name(t, "fullpool")
+	declareQueue(t, q, nil)
+	publish(t, c, q, "m0")
+	ctx := ctxT(t)
+	if d, err := c.Get(ctx, q); err != nil || d == nil {
+		t.Fatalf("first get: %v, %v", d, err)
+	} else if err := d.RequeueNow(); err != nil {
+		t.Fatal(err)
+	}
+	if _, resume := testbroker.SuspendChannels(t, name+" consume "); resume == nil {
+		t.Fatal("nothing suspended")
+	}
+	if d, err := c.Get(ctx, q); !errors.Is(err, mcamqp.ErrBrokerTimeout) {
+		t.Fatalf("get on a suspended channel: %v, %v; want ErrBrokerTimeout", d, err)
+	}
+	// The gets after it: the first waits for the stuck one, and after the
+	// write-off they wait for its channel, each an RPC timeout at most.
+	for i := range 3 {
+		res := make(chan error, 1)
+		start := time.Now()
+		go func() {
+			_, err := c.Get(ctx, q)
+			res <- err
+		}()
+		select {
+		case err := <-res:
+			if !errors.Is(err, mcamqp.ErrBrokerTimeout) {
+				t.Fatalf("get %d while the only get channel is stuck: %v; want ErrBrokerTimeout", i, err)
+			}
+			t.Logf("get %d: %v after %v", i, err, time.Since(start).Round(time.Millisecond))
+		case <-time.After(4 * rpcTimeout):
+			t.Fatalf("get %d waited over %v for a channel the broker does not answer on", i, 4*rpcTimeout)
+		}
+	}
+}
