@@ -451,6 +451,12 @@ func (f *fetcher) lineGet(ctx context.Context) (*Delivery, error) {
 				break
 			}
 		}
+		if a.err == nil && a.n == 0 && f.gaveBackSince(a) && time.Now().Before(deadline) {
+			// None was ready, but a give-back began since: what it
+			// puts back (prefetched deliveries the line could not be
+			// handed while it ran) was in the queue all along.
+			continue
+		}
 		if a.err != nil || a.n == 0 {
 			// None ready (or no answer), and the line stands still.
 			return f.leaveLine(w), nil
@@ -458,6 +464,13 @@ func (f *fetcher) lineGet(ctx context.Context) (*Delivery, error) {
 		// Ready, but the line stands still: ask again, the last ones may
 		// have gone to those ahead.
 	}
+}
+
+// gaveBackSince reports whether a give-back began after a's answer.
+func (f *fetcher) gaveBackSince(a *readyAsk) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.givebacks != a.givebacks
 }
 
 // handedOut is how many deliveries the line has been handed so far.
@@ -472,9 +485,12 @@ func (f *fetcher) handedOut() uint64 {
 // none are, it has also made a round trip on the consumer's channel, so
 // that what the broker pushed before it answered has reached the library.
 type readyAsk struct {
-	done chan struct{} // closed when n and err are set
+	done chan struct{} // closed when n, givebacks and err are set
 	n    int
-	err  error
+	// givebacks: the fetcher's count of give-backs begun when the answer
+	// was taken; one begun since may put back what the answer missed.
+	givebacks uint64
+	err       error
 }
 
 // askReady returns the ready count in flight, or starts one. Gets that
@@ -493,15 +509,15 @@ func (f *fetcher) askReady() *readyAsk {
 	a := &readyAsk{done: make(chan struct{})}
 	f.asking = a
 	f.mu.Unlock()
-	finish := func(n int, err error) {
+	finish := func(n int, givebacks uint64, err error) {
 		f.mu.Lock()
 		f.asking = nil
 		f.mu.Unlock()
-		a.n, a.err = n, err
+		a.n, a.givebacks, a.err = n, givebacks, err
 		close(a.done)
 	}
 	if !f.c.goFetch(func() { finish(f.countReady()) }) {
-		finish(0, ErrClosed)
+		finish(0, 0, ErrClosed)
 	}
 	return a
 }
@@ -516,13 +532,14 @@ func (f *fetcher) askReady() *readyAsk {
 // promise that a queue holding a message serves it. A give-back that
 // began meanwhile puts messages back: then the question is asked again.
 // An RPC timeout bounds the waits for the consumer and the give-backs.
-func (f *fetcher) countReady() (int, error) {
+// It returns the count of give-backs begun when it took its answer.
+func (f *fetcher) countReady() (int, uint64, error) {
 	deadline := time.Now().Add(f.c.opts.RPCTimeout)
 	givebacks := f.settle(deadline)
 	for {
 		n, err := f.readyCount()
 		if err != nil || n > 0 {
-			return n, err
+			return n, givebacks, err
 		}
 		now := f.settle(deadline)
 		if now != givebacks && time.Now().Before(deadline) {
@@ -538,7 +555,7 @@ func (f *fetcher) countReady() (int, error) {
 		if cs != nil {
 			f.consumerBarrier(cs)
 		}
-		return 0, nil
+		return 0, givebacks, nil
 	}
 }
 
