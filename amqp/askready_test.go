@@ -17,11 +17,7 @@ func TestFlowGetServedWhileAskingReady(t *testing.T) {
 	// One get channel: while the test holds it, the question waits.
 	// (With more, each concurrent question opens another, up to
 	// GetChannels, and then waits for the queue's own.)
-	c, ctx := startInternal(t, "askready", Options{GetChannels: 1})
-	q := testbroker.Name(t, "askready")
-	if err := c.EnsureQueue(ctx, QueueSpec{Name: q}, false); err != nil {
-		t.Fatal(err)
-	}
+	c, ctx, q := startWithQueue(t, "askready", Options{GetChannels: 1})
 	f := c.fetcher(q)
 	// Gets close together make the queue hot: its consumer starts.
 	testbroker.Eventually(t, 10*time.Second, "the queue's consumer flows", func() bool {

@@ -52,6 +52,11 @@ type Client struct {
 	// takes fetcher locks under fmu.
 	gmu sync.Mutex
 
+	// writtenOff counts the stuck gets written off since the start; one
+	// log line per 10 s tells of them (see fetcher.writeOff).
+	writtenOff  atomic.Int64
+	writeOffLog logLimiter
+
 	// afterSubscribe, set by tests before the first get, is called by a
 	// queue's pump once its consumer is subscribed, before it flows.
 	afterSubscribe func()

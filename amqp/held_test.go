@@ -19,11 +19,7 @@ import (
 // RPC timeout, which cost the queue its order. The fetcher could never be
 // released either.
 func TestChannelLossReleasesWhatItHeld(t *testing.T) {
-	c, ctx := startInternal(t, "heldleak", Options{})
-	q := testbroker.Name(t, "heldleak")
-	if err := c.EnsureQueue(ctx, QueueSpec{Name: q}, false); err != nil {
-		t.Fatal(err)
-	}
+	c, ctx, q := startWithQueue(t, "heldleak", Options{})
 	const total = 1500
 	ch := testbroker.Channel(t)
 	for i := range total {

@@ -27,3 +27,16 @@ func startInternal(t *testing.T, hint string, o Options) (*Client, context.Conte
 	t.Cleanup(c.Close)
 	return c, ctx
 }
+
+// startWithQueue is startInternal plus a queue named after hint that the
+// client declares, so that it knows the queue to be classic and may fetch
+// it ahead.
+func startWithQueue(t *testing.T, hint string, o Options) (*Client, context.Context, string) {
+	t.Helper()
+	c, ctx := startInternal(t, hint, o)
+	q := testbroker.Name(t, hint)
+	if err := c.EnsureQueue(ctx, QueueSpec{Name: q}, false); err != nil {
+		t.Fatal(err)
+	}
+	return c, ctx, q
+}

@@ -268,7 +268,13 @@ func (f *fetcher) writeOff(st *stuckGet, t getTicket) {
 	if f.pumping {
 		f.poke()
 	}
-	f.c.opts.Logger.Warn("a get the broker has not answered for two RPC timeouts is written off; the queue's gets go on without it", "queue", f.queue, "rpc_timeout", f.c.opts.RPCTimeout)
+	// At most a line per 10 s: a broker that froze strands a get on
+	// every busy queue at once.
+	total := f.c.writtenOff.Add(1)
+	if f.c.writeOffLog.allow(10 * time.Second) {
+		f.c.opts.Logger.Warn("a get the broker has not answered for two RPC timeouts is written off; the queue's gets go on without it",
+			"queue", f.queue, "rpc_timeout", f.c.opts.RPCTimeout, "written_off_total", total)
+	}
 }
 
 // dropBufLocked empties buf of a client that is closing, uncounting what

@@ -21,11 +21,7 @@ import (
 // get: a miss); here the test holds the pump between the consumer's
 // consume-ok and its first delivery, which makes it happen every time.
 func TestGetWhileTheConsumerStarts(t *testing.T) {
-	c, ctx := startInternal(t, "starting", Options{})
-	q := testbroker.Name(t, "starting")
-	if err := c.EnsureQueue(ctx, QueueSpec{Name: q}, false); err != nil {
-		t.Fatal(err)
-	}
+	c, ctx, q := startWithQueue(t, "starting", Options{})
 	var armed atomic.Bool
 	entered, release := make(chan struct{}, 1), make(chan struct{})
 	c.afterSubscribe = func() {
