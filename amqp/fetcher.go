@@ -117,6 +117,10 @@ type fetcher struct {
 	asking *readyAsk
 	// handed counts deliveries handed to the line: whether it moves.
 	handed uint64
+	// polling: the pump's basic.get for the line is under way; polls
+	// counts them as they start (see inLine).
+	polling bool
+	polls   uint64
 }
 
 // fetchState is the state of a fetcher's consumer; see fetcher.
@@ -577,12 +581,37 @@ func (f *fetcher) settle(deadline time.Time) uint64 {
 	return f.givebacks
 }
 
-// inLine waits up to d for w to be served, then leaves the line.
+// inLine waits up to d for w to be served, then leaves the line. A poll
+// under way (a basic.get for the line, see poll) is waited for past d:
+// what it takes goes to the oldest in line, and a wait that left before it
+// was answered made it go back to the queue, which a quorum queue counts
+// as a delivery no client received. The poll ends within an RPC timeout.
 func (f *fetcher) inLine(ctx context.Context, w *waiter, d time.Duration) (*Delivery, error) {
 	if got, served, err := f.served(ctx, w, d); served {
 		return got, err
 	}
-	return f.leaveLine(w), nil
+	f.mu.Lock()
+	poll := f.polls // the poll under way now, if any; not the ones after it
+	f.mu.Unlock()
+	for {
+		f.mu.Lock()
+		if !f.polling || f.polls != poll {
+			f.mu.Unlock()
+			return f.leaveLine(w), nil
+		}
+		changed := f.changedLocked()
+		f.mu.Unlock()
+		select {
+		case r := <-w.got:
+			return r.d, r.err
+		case <-changed:
+		case <-ctx.Done():
+			if got := f.leaveLine(w); got != nil {
+				f.unclaimed(got)
+			}
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // served waits up to d for w to be handed something; served is false when
@@ -1103,10 +1132,13 @@ func (f *fetcher) poll() bool {
 		return false
 	}
 	t := f.startGetLocked()
+	f.polling = true
+	f.polls++
 	f.mu.Unlock()
 	d, err := f.basicGet(t)
 	f.mu.Lock()
 	f.endGetLocked(t, err)
+	f.polling = false
 	f.notifyLocked()
 	if err != nil {
 		f.failWaitersLocked(err)
