@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,18 +16,24 @@ import (
 // ledger records what clients were told, for the at-least-once check.
 type ledger struct {
 	mu       sync.Mutex
-	stored   map[string]int            // STORED, by the gateway that stored it
-	unknown  map[string]bool           // SERVER_ERROR: may or may not be stored
-	consumed map[string][]handout      // every hand-out
-	notFound int                       // delete of a reservation the gateway had dropped
-	getErrs  int                       // SERVER_ERROR on get
-	setErrs  map[string]int            // SERVER_ERROR reasons on set
-	perGW    [3]struct{ set, got int } // progress per gateway
+	stored   map[string]int       // STORED, by the gateway that stored it
+	unknown  map[string]bool      // SERVER_ERROR: may or may not be stored
+	consumed map[string][]handout // every hand-out
+	notFound int                  // delete of a reservation the gateway had dropped
+	getErrs  int                  // SERVER_ERROR on get
+	setErrs  map[string]int       // SERVER_ERROR reasons on set
+	perGW    [3]gwProgress        // progress per gateway
+	// exits: the errors that ended a client before the load stopped.
+	exits []error
 	// unconsumed counts the STORED values not handed out yet, kept as
 	// values are stored and consumed: counting them over the maps while
 	// the consumers wait for the lock starved them under -race.
 	unconsumed int
 }
+
+// gwProgress is what one gateway's clients did: STORED sets, hand-outs,
+// SERVER_ERROR replies to sets and gets, and gets that missed.
+type gwProgress struct{ set, got, setErr, getErr, miss int }
 
 type handout struct {
 	at time.Time
@@ -35,6 +42,16 @@ type handout struct {
 
 func newLedger() *ledger {
 	return &ledger{stored: map[string]int{}, unknown: map[string]bool{}, consumed: map[string][]handout{}, setErrs: map[string]int{}}
+}
+
+// exited records the error that ended a client, if any, and returns it.
+func (l *ledger) exited(err error) error {
+	if err != nil {
+		l.mu.Lock()
+		l.exits = append(l.exits, err)
+		l.mu.Unlock()
+	}
+	return err
 }
 
 func (l *ledger) progress(gw int) (set, got int) {
@@ -93,6 +110,7 @@ func producer(addr string, gw, id int, stop *atomic.Bool, l *ledger, q string) e
 		case strings.HasPrefix(r, "SERVER_ERROR "):
 			l.unknown[v] = true
 			l.setErrs[r]++
+			l.perGW[gw].setErr++
 		default:
 			l.mu.Unlock()
 			return fmt.Errorf("producer %d on gateway %d: set: %q", id, gw, r)
@@ -119,6 +137,7 @@ func consumer(addr string, gw int, stop *atomic.Bool, l *ledger, q string) error
 			if re, ok := err.(mctest.ReplyError); ok && strings.HasPrefix(string(re), "SERVER_ERROR ") {
 				l.mu.Lock()
 				l.getErrs++
+				l.perGW[gw].getErr++
 				l.mu.Unlock()
 				time.Sleep(5 * time.Millisecond)
 				continue
@@ -126,6 +145,9 @@ func consumer(addr string, gw int, stop *atomic.Bool, l *ledger, q string) error
 			return fmt.Errorf("consumer on gateway %d: get: %v", gw, err)
 		}
 		if !hit {
+			l.mu.Lock()
+			l.perGW[gw].miss++
+			l.mu.Unlock()
 			continue
 		}
 		l.mu.Lock()
@@ -153,13 +175,30 @@ func consumer(addr string, gw int, stop *atomic.Bool, l *ledger, q string) error
 // messages than when it was called, and returns how long that took.
 func waitProgress(t *testing.T, l *ledger, gw, n int, within time.Duration, what string) time.Duration {
 	t.Helper()
-	s0, g0 := l.progress(gw)
+	snapshot := func() gwProgress {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.perGW[gw]
+	}
+	p0 := snapshot()
 	start := time.Now()
-	testbroker.Eventually(t, within, fmt.Sprintf("%d sets and gets through gateway %d (%s)", n, gw, what), func() bool {
-		s, g := l.progress(gw)
-		return s >= s0+n && g >= g0+n
-	})
-	return time.Since(start)
+	for {
+		p := snapshot()
+		if p.set >= p0.set+n && p.got >= p0.got+n {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			// What the clients of the gateway saw meanwhile says which
+			// side stalled, and how.
+			l.mu.Lock()
+			reasons, exits := fmt.Sprint(l.setErrs), fmt.Sprint(l.exits)
+			l.mu.Unlock()
+			t.Logf("goroutines of the gateways and clients:\n%s", gatewayStacks())
+			t.Fatalf("timed out after %v waiting for %d sets and gets through gateway %d (%s): meanwhile %d sets STORED, %d SERVER_ERROR; %d gets handed out, %d SERVER_ERROR, %d misses; %d STORED messages not handed out; set errors so far: %s; clients ended by an error: %s",
+				within, n, gw, what, p.set-p0.set, p.setErr-p0.setErr, p.got-p0.got, p.getErr-p0.getErr, p.miss-p0.miss, l.missing(), reasons, exits)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // Sixteen clients (8 producers, 8 consumers) work through two gateways on
@@ -222,11 +261,11 @@ func TestNodeStopUnderLoad(t *testing.T) {
 	loadStart := time.Now()
 	for i := range producers {
 		gw := i % 2
-		prodWG.Go(func() { errs <- producer(gws[gw].Addr, gw, i, &stopProd, l, q) })
+		prodWG.Go(func() { errs <- l.exited(producer(gws[gw].Addr, gw, i, &stopProd, l, q)) })
 	}
 	for i := range consumers {
 		gw := i % 2
-		consWG.Go(func() { errs <- consumer(gws[gw].Addr, gw, &stopCons, l, q) })
+		consWG.Go(func() { errs <- l.exited(consumer(gws[gw].Addr, gw, &stopCons, l, q)) })
 	}
 	stopAll := func() {
 		stopProd.Store(true)
@@ -526,4 +565,19 @@ func maxTime(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// gatewayStacks is the goroutine profile (stacks grouped, with counts),
+// keeping the groups that run mcbridge code: where a gateway that stopped
+// making progress waits.
+func gatewayStacks() string {
+	var b strings.Builder
+	_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+	var keep []string
+	for _, group := range strings.Split(b.String(), "\n\n") {
+		if strings.Contains(group, "mcbridge/amqp") || strings.Contains(group, "mcbridge/bridge") {
+			keep = append(keep, group)
+		}
+	}
+	return strings.Join(keep, "\n\n")
 }
