@@ -15,14 +15,17 @@ import (
 
 // ledger records what clients were told, for the at-least-once check.
 type ledger struct {
-	mu       sync.Mutex
-	stored   map[string]int       // STORED, by the gateway that stored it
-	unknown  map[string]bool      // SERVER_ERROR: may or may not be stored
-	consumed map[string][]handout // every hand-out
-	notFound int                  // delete of a reservation the gateway had dropped
-	getErrs  int                  // SERVER_ERROR on get
-	setErrs  map[string]int       // SERVER_ERROR reasons on set
-	perGW    [3]gwProgress        // progress per gateway
+	mu      sync.Mutex
+	stored  map[string]int  // STORED, by the gateway that stored it
+	unknown map[string]bool // SERVER_ERROR: may or may not be stored
+	// notStored: NOT_STORED, the broker nacked it (a quorum queue may
+	// while its leader moves): it must never be handed out.
+	notStored map[string]bool
+	consumed  map[string][]handout // every hand-out
+	notFound  int                  // delete of a reservation the gateway had dropped
+	getErrs   int                  // SERVER_ERROR on get
+	setErrs   map[string]int       // SERVER_ERROR reasons on set
+	perGW     [3]gwProgress        // progress per gateway
 	// exits: the errors that ended a client before the load stopped.
 	exits []error
 	// unconsumed counts the STORED values not handed out yet, kept as
@@ -41,7 +44,7 @@ type handout struct {
 }
 
 func newLedger() *ledger {
-	return &ledger{stored: map[string]int{}, unknown: map[string]bool{}, consumed: map[string][]handout{}, setErrs: map[string]int{}}
+	return &ledger{stored: map[string]int{}, unknown: map[string]bool{}, notStored: map[string]bool{}, consumed: map[string][]handout{}, setErrs: map[string]int{}}
 }
 
 // exited records the error that ended a client, if any, and returns it.
@@ -78,7 +81,8 @@ func (l *ledger) consumeLocked(v string, h handout) {
 const maxBacklog = 3000
 
 // producer sets unique values through gateway gw until stop; SERVER_ERROR
-// (outcome unknown) is tolerated, anything else but STORED is an error.
+// (outcome unknown) and NOT_STORED (nacked by the broker) are tolerated,
+// anything else but STORED is an error.
 func producer(addr string, gw, id int, stop *atomic.Bool, l *ledger, q string) error {
 	c, err := mctest.DialConn(addr)
 	if err != nil {
@@ -109,6 +113,10 @@ func producer(addr string, gw, id int, stop *atomic.Bool, l *ledger, q string) e
 			l.perGW[gw].set++
 		case strings.HasPrefix(r, "SERVER_ERROR "):
 			l.unknown[v] = true
+			l.setErrs[r]++
+			l.perGW[gw].setErr++
+		case r == "NOT_STORED":
+			l.notStored[v] = true
 			l.setErrs[r]++
 			l.perGW[gw].setErr++
 		default:
@@ -403,7 +411,10 @@ func TestNodeStopUnderLoad(t *testing.T) {
 	}
 	for v, hs := range l.consumed {
 		if _, ok := l.stored[v]; !ok {
-			if !l.unknown[v] {
+			switch {
+			case l.notStored[v]:
+				t.Errorf("consumed %q, which the gateway answered NOT_STORED", v)
+			case !l.unknown[v]:
 				t.Errorf("consumed %q, which no client set", v)
 			}
 			storedUnknown++
