@@ -664,7 +664,7 @@ func sleepUntilChange(ctx context.Context, changed <-chan struct{}, d time.Durat
 // the broker pushed before it are then with the library (a basic.qos that
 // repeats the window changes nothing).
 func (f *fetcher) consumerBarrier(cs *consumer) {
-	if !cs.qc.lockOpenBounded(f.c) {
+	if !cs.qc.lockOpen(f.c) {
 		return
 	}
 	_ = cs.qc.rpc(f.c, func() error { return cs.qc.ch.Qos(cs.window, 0, false) }, nil)

@@ -138,7 +138,7 @@ func (p *chanPool) exclusive(f *fetcher) (*queueChannel, error) {
 	for _, qc := range p.chans {
 		if qc.owner == f {
 			p.mu.Unlock()
-			if qc.lockOpenBounded(p.c) {
+			if qc.lockOpen(p.c) {
 				return qc, nil
 			}
 			return nil, qc.lockError()
@@ -186,7 +186,7 @@ func (p *chanPool) share(f *fetcher) (*queueChannel, error) {
 		best.checked[f] = time.Now()
 		p.mu.Unlock()
 	}
-	if !best.lockOpenBounded(p.c) {
+	if !best.lockOpen(p.c) {
 		return nil, best.lockError()
 	}
 	return best, nil
@@ -195,7 +195,7 @@ func (p *chanPool) share(f *fetcher) (*queueChannel, error) {
 func (p *chanPool) dropClosedLocked() {
 	live := p.chans[:0]
 	for _, qc := range p.chans {
-		if !qc.ch.IsClosed() && !qc.closing.Load() {
+		if !qc.gone() {
 			live = append(live, qc)
 		}
 	}

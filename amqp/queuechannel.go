@@ -67,37 +67,30 @@ func (qc *queueChannel) closeAsync(c *Client) {
 	}
 }
 
-// lockOpen locks qc for an RPC; false (and unlocked) when it is closed or
-// closing.
-func (qc *queueChannel) lockOpen() bool {
-	qc.mu.Lock()
-	if qc.closing.Load() || qc.ch.IsClosed() {
-		qc.mu.Unlock()
-		return false
-	}
-	return true
-}
+// gone reports whether qc is closed or closing.
+func (qc *queueChannel) gone() bool { return qc.closing.Load() || qc.ch.IsClosed() }
 
-// lockOpenBounded is lockOpen that waits an RPC timeout at most: a call
-// the broker does not answer (a stuck get) may hold qc for a minute.
-func (qc *queueChannel) lockOpenBounded(c *Client) bool {
+// lockOpen locks qc for an RPC, waiting an RPC timeout at most (a call the
+// broker does not answer, a stuck get, may hold qc for a minute); false
+// (and unlocked) when that passed or qc is closed or closing.
+func (qc *queueChannel) lockOpen(c *Client) bool {
 	if !qc.mu.TryLock() {
 		// On time out, bounded lets the lock go as soon as it is had.
 		if c.bounded(func() error { qc.mu.Lock(); return nil }, func(error) { qc.mu.Unlock() }) != nil {
 			return false
 		}
 	}
-	if qc.closing.Load() || qc.ch.IsClosed() {
+	if qc.gone() {
 		qc.mu.Unlock()
 		return false
 	}
 	return true
 }
 
-// lockError says why lockOpenBounded failed: the channel closed, or a call
-// held it for an RPC timeout.
+// lockError says why lockOpen failed: the channel closed, or a call held it
+// for an RPC timeout.
 func (qc *queueChannel) lockError() error {
-	if qc.closing.Load() || qc.ch.IsClosed() {
+	if qc.gone() {
 		return ErrNotConnected
 	}
 	return fmt.Errorf("%w: its channel is busy with a call the broker has not answered", ErrBrokerTimeout)
@@ -327,7 +320,7 @@ func (f *fetcher) readyCount() (int, error) {
 // channel handles the reject only when the get is answered anyway), rather
 // than stop the queue's gets and the client giving back for a minute.
 func (f *fetcher) barrier(qc *queueChannel) {
-	if !qc.lockOpenBounded(f.c) {
+	if !qc.lockOpen(f.c) {
 		return
 	}
 	// prefetch-count 0 on a get channel changes nothing; a consumer
