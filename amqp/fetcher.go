@@ -418,9 +418,7 @@ func (f *fetcher) lineGet(ctx context.Context) (*Delivery, error) {
 			return r.d, r.err
 		case <-a.done:
 		case <-ctx.Done():
-			if got := f.leaveLine(w); got != nil {
-				f.unclaimed(got)
-			}
+			f.walkAway(w)
 			return nil, ctx.Err()
 		}
 		quiet := flowWait // how long the line may stand still
@@ -606,9 +604,7 @@ func (f *fetcher) inLine(ctx context.Context, w *waiter, d time.Duration) (*Deli
 			return r.d, r.err
 		case <-changed:
 		case <-ctx.Done():
-			if got := f.leaveLine(w); got != nil {
-				f.unclaimed(got)
-			}
+			f.walkAway(w)
 			return nil, ctx.Err()
 		}
 	}
@@ -626,9 +622,7 @@ func (f *fetcher) served(ctx context.Context, w *waiter, d time.Duration) (*Deli
 	case <-t.C:
 		return nil, false, nil
 	case <-ctx.Done():
-		if got := f.leaveLine(w); got != nil {
-			f.unclaimed(got)
-		}
+		f.walkAway(w)
 		return nil, true, ctx.Err()
 	}
 }
@@ -643,6 +637,14 @@ func (f *fetcher) leaveLine(w *waiter) *Delivery {
 		return r.d
 	default:
 		return nil
+	}
+}
+
+// walkAway takes w out of line for a client that went away: what it was
+// handed as it left goes to the next in line.
+func (f *fetcher) walkAway(w *waiter) {
+	if got := f.leaveLine(w); got != nil {
+		f.unclaimed(got)
 	}
 }
 
