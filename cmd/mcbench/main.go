@@ -349,6 +349,24 @@ func compare(ctx context.Context, o options, gw *gateway, stats *brokerStats, ba
 				return row{}, err
 			}
 		}
+		// The benchmark's own clients: this process's CPU, when the
+		// gateway runs in a process of its own.
+		var clientsBefore, clientsAfter time.Duration
+		clientsOK := gw.pid != 0 || !s.gateway
+		if clientsOK {
+			var err error
+			clientsBefore, err = procCPU(os.Getpid())
+			clientsOK = err == nil
+		}
+		workloadEnd := end
+		end = func() {
+			if clientsOK {
+				var err error
+				clientsAfter, err = procCPU(os.Getpid())
+				clientsOK = err == nil
+			}
+			workloadEnd()
+		}
 		r, err := s.f(end)
 		if err != nil {
 			return row{}, fmt.Errorf("%s: %w", s.name, err)
@@ -370,6 +388,9 @@ func compare(ctx context.Context, o options, gw *gateway, stats *brokerStats, ba
 				r.brokerCPU = float64((after.mem.cpu - before.mem.cpu).Microseconds()) / n
 			}
 		}
+		if clientsOK && clientsAfter > clientsBefore {
+			r.clientCPU = float64((clientsAfter - clientsBefore).Microseconds()) / n
+		}
 		if s.gateway && gw.pid != 0 && !after.unreadable {
 			r.gwCPU = float64((after.gwCPU - before.gwCPU).Microseconds()) / n
 			r.rss, r.peak = after.rss, after.peak
@@ -377,17 +398,18 @@ func compare(ctx context.Context, o options, gw *gateway, stats *brokerStats, ba
 		rw.w[i] = r
 	}
 
-	fmt.Fprintf(out, "round %d, %d clients\n%-28s %8s %9s %9s %5s %4s %5s %6s %8s %9s %9s %8s %8s\n", round, o.clients,
-		"workload", "msg/s", "p50", "p99", "lost", "dup", "fair", "conns", "connMiB", "brokerRSS", "brokerµs", "gwµs/op", "gwRSSMiB")
+	fmt.Fprintf(out, "round %d, %d clients\n%-28s %8s %9s %9s %5s %4s %5s %6s %8s %9s %9s %8s %8s %9s\n", round, o.clients,
+		"workload", "msg/s", "p50", "p99", "lost", "dup", "fair", "conns", "connMiB", "brokerRSS", "brokerµs", "gwµs/op", "gwRSSMiB", "clientsµs")
 	for _, r := range rw.w {
-		fmt.Fprintf(out, "%-28s %8.0f %9s %9s %5d %4d %5.2f %6s %8s %9s %9s %8s %8s\n", r.name, r.rate,
+		fmt.Fprintf(out, "%-28s %8.0f %9s %9s %5d %4d %5.2f %6s %8s %9s %9s %8s %8s %9s\n", r.name, r.rate,
 			r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.lost, r.dup, r.fair,
 			orDash(r.conns != 0, strconv.Itoa(r.conns)),
 			orDash(r.conns != 0, mib(r.connMem)),
 			orDash(r.memAfter != 0, mib(r.memBefore)+"→"+mib(r.memAfter)),
 			orDash(r.brokerCPU != 0, fmt.Sprintf("%.0f", r.brokerCPU)),
 			orDash(r.gwCPU != 0, fmt.Sprintf("%.0f", r.gwCPU)),
-			orDash(r.rss != 0, mib(r.rss)))
+			orDash(r.rss != 0, mib(r.rss)),
+			orDash(r.clientCPU != 0, fmt.Sprintf("%.0f", r.clientCPU)))
 	}
 	fmt.Fprintf(out, "ratio set / raw publish:            %.2f\n", rw.w[2].rate/rw.rawPub())
 	fmt.Fprintf(out, "ratio get+delete / raw consume:     %.2f\n", rw.w[3].rate/rw.rawCon())
@@ -406,14 +428,14 @@ func compare(ctx context.Context, o options, gw *gateway, stats *brokerStats, ba
 // performance table shows.
 func printSweep(out io.Writer, rows []row) {
 	fmt.Fprintf(out, "sweep (raw: the mean of the runs before and after the gateway's; fair: the slowest client's completed operations / the median client's)\n")
-	fmt.Fprintf(out, "%5s %7s %6s %8s %17s %17s %11s %11s %9s %13s %11s %10s %9s\n", "round", "clients", "set/raw", "get+del/raw",
-		"p99 set gw/raw", "p99 get gw/raw", "fair set", "fair get", "conns", "connMiB", "broker µs/msg", "gw µs", "gwRSSMiB")
-	fmt.Fprintf(out, "%5s %7s %6s %8s %17s %17s %11s %11s %9s %13s %11s %10s %9s\n", "", "", "", "",
-		"(ms)", "(ms)", "gw/raw", "gw/raw", "raw/gw", "raw/gw", "pub/set/con/get", "set/get", "peak")
+	fmt.Fprintf(out, "%5s %7s %6s %8s %17s %17s %11s %11s %9s %13s %11s %10s %9s %15s\n", "round", "clients", "set/raw", "get+del/raw",
+		"p99 set gw/raw", "p99 get gw/raw", "fair set", "fair get", "conns", "connMiB", "broker µs/msg", "gw µs", "gwRSSMiB", "all CPU µs/op")
+	fmt.Fprintf(out, "%5s %7s %6s %8s %17s %17s %11s %11s %9s %13s %11s %10s %9s %15s\n", "", "", "", "",
+		"(ms)", "(ms)", "gw/raw", "gw/raw", "raw/gw", "raw/gw", "pub/set/con/get", "set/get", "peak", "set raw/gw get")
 	for _, r := range rows {
 		raw, gw := max(r.w[0].conns, r.w[1].conns), max(r.w[2].conns, r.w[3].conns)
 		rawMem, gwMem := max(r.w[0].connMem, r.w[1].connMem), max(r.w[2].connMem, r.w[3].connMem)
-		fmt.Fprintf(out, "%5d %7d %7.2f %11.2f %8.1f/%-8.1f %8.1f/%-8.1f %5.2f/%-5.2f %5.2f/%-5.2f %4s/%-4s %6s/%-6s %s %10s %9s\n",
+		fmt.Fprintf(out, "%5d %7d %7.2f %11.2f %8.1f/%-8.1f %8.1f/%-8.1f %5.2f/%-5.2f %5.2f/%-5.2f %4s/%-4s %6s/%-6s %s %10s %9s %15s\n",
 			r.round, r.clients, r.w[2].rate/r.rawPub(), r.w[3].rate/r.rawCon(),
 			ms(r.w[2].p99), ms(r.rawPubP99()), ms(r.w[3].p99), ms(r.rawConP99()),
 			r.w[2].fair, min(r.w[0].fair, r.w[4].fair), r.w[3].fair, min(r.w[1].fair, r.w[5].fair),
@@ -421,8 +443,22 @@ func printSweep(out io.Writer, rows []row) {
 			orDash(r.w[0].conns != 0, mib(rawMem)), orDash(r.w[2].conns != 0, mib(gwMem)),
 			orDash(r.w[0].brokerCPU != 0, fmt.Sprintf("%.0f/%.0f/%.0f/%.0f", r.w[0].brokerCPU, r.w[2].brokerCPU, r.w[1].brokerCPU, r.w[3].brokerCPU)),
 			orDash(r.w[2].gwCPU != 0, fmt.Sprintf("%.0f/%.0f", r.w[2].gwCPU, r.w[3].gwCPU)),
-			orDash(r.w[3].peak != 0, mib(max(r.w[2].peak, r.w[3].peak))))
+			orDash(r.w[3].peak != 0, mib(max(r.w[2].peak, r.w[3].peak))),
+			orDash(r.w[0].allCPU() != 0 && r.w[2].allCPU() != 0 && r.w[1].allCPU() != 0 && r.w[3].allCPU() != 0,
+				fmt.Sprintf("%.0f/%.0f %.0f/%.0f", r.w[0].allCPU(), r.w[2].allCPU(), r.w[1].allCPU(), r.w[3].allCPU())))
 	}
+}
+
+// allCPU is the CPU per operation of every process the workload ran on:
+// the broker, the gateway (for a gateway workload) and the benchmark's
+// clients; zero when one of them is unknown. All three share the machine's
+// cores, so where they are busy the rates follow the inverse of these sums.
+func (r result) allCPU() float64 {
+	gateway := strings.HasPrefix(r.name, "gateway")
+	if r.brokerCPU == 0 || r.clientCPU == 0 || (gateway && r.gwCPU == 0) {
+		return 0
+	}
+	return r.brokerCPU + r.gwCPU + r.clientCPU
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -455,6 +491,10 @@ type result struct {
 	// the workload's end and at its peak so far.
 	gwCPU     float64
 	rss, peak int64
+	// clientCPU is the benchmark's clients' CPU per operation (µs): raw
+	// amqp091-go or memcache clients, all in this process. Zero when
+	// unknown (the gateway runs in this process too).
+	clientCPU float64
 	// misses counts gets answered END although the queue still held a
 	// message for this operation (another client's reservation or the
 	// gateway's prefetch had it): each is a round trip more.
@@ -797,7 +837,7 @@ func gatewaySet(o options, addr string, queues []string, end func()) (result, er
 		}
 		return func(i int) error {
 			b := body(i, o.size)
-			reply, err := c.roundTrip(fmt.Appendf(nil, "set %s 0 0 %d\r\n%s\r\n", queues[i%len(queues)], len(b), b))
+			reply, err := c.set(queues[i%len(queues)], b)
 			if err != nil {
 				return err
 			}
@@ -840,7 +880,7 @@ func gatewayGetDelete(o options, addr string, queues []string, end func()) (resu
 					return errors.New("gets found nothing for 30s while the queue held a message for them")
 				}
 			}
-			reply, err := c.roundTrip([]byte("delete " + queue + "\r\n"))
+			reply, err := c.delete(queue)
 			if err != nil {
 				return err
 			}

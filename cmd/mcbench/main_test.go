@@ -64,9 +64,12 @@ type sweepRow struct {
 	fairSetGW, fairGetGW     float64
 	gwSetMicros, gwGetMicros float64
 	gwPeakMiB                float64
+	// CPU per operation of the broker, the gateway and the clients
+	// together; zero where the table has "-".
+	allSetRaw, allSetGW, allGetRaw, allGetGW float64
 }
 
-var sweepLine = regexp.MustCompile(`(?m)^\s*(\d+)\s+(\d+)\s+[\d.]+\s+[\d.]+\s+[\d.]+/[\d.]+\s+[\d.]+/[\d.]+\s+([\d.]+)/[\d.]+\s+([\d.]+)/[\d.]+\s+(\d+)/(\d+)\s+([-\d.]+)/([-\d.]+)\s+\S+\s+([\d.]+)/([\d.]+)\s+([\d.]+)$`)
+var sweepLine = regexp.MustCompile(`(?m)^\s*(\d+)\s+(\d+)\s+[\d.]+\s+[\d.]+\s+[\d.]+/[\d.]+\s+[\d.]+/[\d.]+\s+([\d.]+)/[\d.]+\s+([\d.]+)/[\d.]+\s+(\d+)/(\d+)\s+([-\d.]+)/([-\d.]+)\s+\S+\s+([\d.]+)/([\d.]+)\s+([\d.]+)\s+(?:-|([\d.]+)/([\d.]+) ([\d.]+)/([\d.]+))$`)
 
 func parseSweep(t *testing.T, out string) []sweepRow {
 	t.Helper()
@@ -84,6 +87,10 @@ func parseSweep(t *testing.T, out string) []sweepRow {
 			rawConns: int(f(m[5])), gwConns: int(f(m[6])), rawConnMiB: f(m[7]), gwConnMiB: f(m[8]),
 			gwSetMicros: f(m[9]), gwGetMicros: f(m[10]), gwPeakMiB: f(m[11]),
 		})
+		if m[12] != "" {
+			r := &rows[len(rows)-1]
+			r.allSetRaw, r.allSetGW, r.allGetRaw, r.allGetGW = f(m[12]), f(m[13]), f(m[14]), f(m[15])
+		}
 	}
 	return rows
 }
@@ -132,6 +139,11 @@ func TestSweepPerClientConnections(t *testing.T) {
 		}
 		if r.gwSetMicros <= 0 || r.gwGetMicros <= 0 || r.gwPeakMiB <= 0 || r.rawConnMiB <= 0 || r.gwConnMiB <= 0 {
 			t.Errorf("row %d lacks gateway CPU, memory or broker connection memory: %+v\n%s", i, r, out)
+		}
+		// The sum covers the gateway's own CPU, and raw clients cost
+		// something.
+		if r.allSetGW < r.gwSetMicros || r.allGetGW < r.gwGetMicros || r.allSetRaw <= 0 || r.allGetRaw <= 0 {
+			t.Errorf("row %d: CPU of all processes per operation missing or below the gateway's: %+v\n%s", i, r, out)
 		}
 		if r.fairSetGW <= 0 || r.fairSetGW > 1 || r.fairGetGW <= 0 || r.fairGetGW > 1 {
 			t.Errorf("row %d: fairness outside (0, 1]: %+v", i, r)
