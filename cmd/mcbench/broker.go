@@ -98,11 +98,10 @@ func newBrokerStats(ctl ctlFunc) *brokerStats {
 // hold (their reader, writer and channel processes and the rest of each,
 // from its memory breakdown), its resident memory (from /proc: the
 // breakdown's total counts allocator reserves that are not resident), the
-// names its clients gave their AMQP connections, and its CPU time so far.
+// names its clients gave their AMQP connections, and its OS pid.
 type brokerSnapshot struct {
 	rss, conn int64
 	names     []string
-	cpu       time.Duration
 	pid       int
 }
 
@@ -148,9 +147,6 @@ func (b *brokerStats) snapshot() (brokerSnapshot, error) {
 		return s, fmt.Errorf("no memory breakdown from the broker in %q", out)
 	}
 	if b.pid != 0 {
-		if s.cpu, err = procCPU(b.pid); err != nil {
-			return s, err
-		}
 		if s.rss, _, err = procRSS(b.pid); err != nil {
 			return s, err
 		}

@@ -145,15 +145,11 @@ func startGateway(url string, publishChannels int, name string) (stop func(), ad
 	}, ln.Addr().String(), nil
 }
 
-// usage is the gateway's CPU time so far and its resident memory now and
-// at its peak; zero when the gateway is not a child of this process.
-func (g *gateway) usage() (cpu time.Duration, rss, peak int64, err error) {
+// memory is the gateway's resident memory now and at its peak; zero when
+// the gateway is not a child of this process.
+func (g *gateway) memory() (rss, peak int64, err error) {
 	if g.pid == 0 {
-		return 0, 0, 0, nil
+		return 0, 0, nil
 	}
-	if cpu, err = procCPU(g.pid); err != nil {
-		return 0, 0, 0, err
-	}
-	rss, peak, err = procRSS(g.pid)
-	return cpu, rss, peak, err
+	return procRSS(g.pid)
 }

@@ -286,7 +286,6 @@ func compare(ctx context.Context, o options, gw *gateway, stats *brokerStats, ba
 	type snap struct {
 		mem        brokerSnapshot
 		conns      int
-		gwCPU      time.Duration
 		rss, peak  int64
 		unreadable bool
 	}
@@ -296,7 +295,7 @@ func compare(ctx context.Context, o options, gw *gateway, stats *brokerStats, ba
 			s.conns = s.mem.connections(prefix)
 		}
 		if err == nil {
-			s.gwCPU, s.rss, s.peak, err = gw.usage()
+			s.rss, s.peak, err = gw.memory()
 		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "mcbench: figures:", err)
@@ -306,68 +305,57 @@ func compare(ctx context.Context, o options, gw *gateway, stats *brokerStats, ba
 	}
 	var rw row
 	rw.round, rw.clients = round, o.clients
-	type workload func(end func()) (result, error)
+	type workload func(m marks) (result, error)
 	steps := []struct {
 		name    string
 		gateway bool
 		figures bool // the drift checks run without: their figures repeat the first ones
 		f       workload
 	}{
-		{"raw publish+confirm", false, true, func(end func()) (result, error) { return rawPublish(o, queues, end) }},
-		{"raw consume+ack", false, true, func(end func()) (result, error) { return rawConsume(o, queues, end) }},
-		{"gateway set", true, true, func(end func()) (result, error) {
+		{"raw publish+confirm", false, true, func(m marks) (result, error) { return rawPublish(o, queues, m) }},
+		{"raw consume+ack", false, true, func(m marks) (result, error) { return rawConsume(o, queues, m) }},
+		{"gateway set", true, true, func(m marks) (result, error) {
 			stop := profile(o, "set")
 			defer stop()
-			return gatewaySet(o, gw.addr, queues, end)
+			return gatewaySet(o, gw.addr, queues, m)
 		}},
-		{"gateway get+delete", true, true, func(end func()) (result, error) {
+		{"gateway get+delete", true, true, func(m marks) (result, error) {
 			stop := profile(o, "get")
 			defer stop()
-			return gatewayGetDelete(o, gw.addr, queues, end)
+			return gatewayGetDelete(o, gw.addr, queues, m)
 		}},
-		{"raw publish+confirm (after)", false, false, func(end func()) (result, error) { return rawPublish(o, queues, end) }},
-		{"raw consume+ack (after)", false, false, func(end func()) (result, error) { return rawConsume(o, queues, end) }},
+		{"raw publish+confirm (after)", false, false, func(m marks) (result, error) { return rawPublish(o, queues, m) }},
+		{"raw consume+ack (after)", false, false, func(m marks) (result, error) { return rawConsume(o, queues, m) }},
 	}
 	for i, s := range steps {
 		if ctx.Err() != nil {
 			return row{}, ctx.Err()
 		}
 		var before, after snap
-		end := func() {}
 		prefix := o.name + " raw"
 		if s.gateway {
 			prefix = o.name + " gateway"
 		}
 		if s.figures && stats != nil {
 			before = take("")
-			end = func() { after = take(prefix) }
-		} else if s.gateway {
-			end = func() { after = take("") }
 		}
-		if s.gateway {
-			if before.gwCPU, _, _, err = gw.usage(); err != nil {
-				return row{}, err
-			}
+		// CPU is read when the operations begin and end, so that it
+		// leaves out the clients' connecting and closing (a thousand AMQP
+		// handshakes would otherwise count against raw's operations).
+		var cpu0, cpu1 cpuReading
+		m := marks{
+			begin: func() { cpu0 = readCPU(stats, gw, s.gateway) },
+			end: func() {
+				cpu1 = readCPU(stats, gw, s.gateway)
+				switch {
+				case s.figures && stats != nil:
+					after = take(prefix)
+				case s.gateway:
+					after = take("")
+				}
+			},
 		}
-		// The benchmark's own clients: this process's CPU, when the
-		// gateway runs in a process of its own.
-		var clientsBefore, clientsAfter time.Duration
-		clientsOK := gw.pid != 0 || !s.gateway
-		if clientsOK {
-			var err error
-			clientsBefore, err = procCPU(os.Getpid())
-			clientsOK = err == nil
-		}
-		workloadEnd := end
-		end = func() {
-			if clientsOK {
-				var err error
-				clientsAfter, err = procCPU(os.Getpid())
-				clientsOK = err == nil
-			}
-			workloadEnd()
-		}
-		r, err := s.f(end)
+		r, err := s.f(m)
 		if err != nil {
 			return row{}, fmt.Errorf("%s: %w", s.name, err)
 		}
@@ -384,16 +372,22 @@ func compare(ctx context.Context, o options, gw *gateway, stats *brokerStats, ba
 				from = base.conn
 			}
 			r.connMem = after.mem.conn - from
-			if stats.pid != 0 {
-				r.brokerCPU = float64((after.mem.cpu - before.mem.cpu).Microseconds()) / n
+		}
+		perOp := func(a, b time.Duration) float64 {
+			if a < 0 || b <= a {
+				return 0
 			}
+			return float64((b - a).Microseconds()) / n
 		}
-		if clientsOK && clientsAfter > clientsBefore {
-			r.clientCPU = float64((clientsAfter - clientsBefore).Microseconds()) / n
+		if s.figures {
+			r.brokerCPU = perOp(cpu0.broker, cpu1.broker)
 		}
-		if s.gateway && gw.pid != 0 && !after.unreadable {
-			r.gwCPU = float64((after.gwCPU - before.gwCPU).Microseconds()) / n
-			r.rss, r.peak = after.rss, after.peak
+		r.clientCPU = perOp(cpu0.clients, cpu1.clients)
+		if s.gateway {
+			r.gwCPU = perOp(cpu0.gateway, cpu1.gateway)
+			if !after.unreadable {
+				r.rss, r.peak = after.rss, after.peak
+			}
 		}
 		rw.w[i] = r
 	}
@@ -546,7 +540,7 @@ const setupParallelism = 16
 // measure runs worker(client, i) for every message i, spread over the
 // clients, each synchronous, and times every operation. end runs when the
 // last operation is done, before the clients are closed.
-func measure(o options, setup func(client int) (func(i int) error, func(), error), end func()) (result, error) {
+func measure(o options, setup func(client int) (func(i int) error, func(), error), m marks) (result, error) {
 	var next atomic.Int64
 	lat := make([][]time.Duration, o.clients)
 	errs := make(chan error, o.clients)
@@ -574,6 +568,7 @@ func measure(o options, setup func(client int) (func(i int) error, func(), error
 		return result{}, err
 	default:
 	}
+	m.begin()
 	start := time.Now()
 	for c := range o.clients {
 		wg.Add(1)
@@ -596,7 +591,7 @@ func measure(o options, setup func(client int) (func(i int) error, func(), error
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	end()
+	m.end()
 	closeAll()
 	select {
 	case err := <-errs:
@@ -684,7 +679,7 @@ func (r *rawConns) close() {
 // rawPublish: a channel per client in confirm mode, one publish and its
 // confirm at a time: what a synchronous AMQP client does. Message i goes
 // to queue i mod queues.
-func rawPublish(o options, queues []string, end func()) (result, error) {
+func rawPublish(o options, queues []string, m marks) (result, error) {
 	conns, err := newRawConns(o)
 	if err != nil {
 		return result{}, err
@@ -711,7 +706,7 @@ func rawPublish(o options, queues []string, end func()) (result, error) {
 			}
 			return nil
 		}, release, nil
-	}, end)
+	}, m)
 	return r, err
 }
 
@@ -721,7 +716,7 @@ func rawPublish(o options, queues []string, end func()) (result, error) {
 // anywhere: with prefetch 1 a consumer that stopped early would sit on a
 // message nobody acks. The latency of an operation is from one ack to the
 // next delivery.
-func rawConsume(o options, queues []string, end func()) (result, error) {
+func rawConsume(o options, queues []string, m marks) (result, error) {
 	conns, err := newRawConns(o)
 	if err != nil {
 		return result{}, err
@@ -777,6 +772,7 @@ func rawConsume(o options, queues []string, end func()) (result, error) {
 		return result{}, err
 	default:
 	}
+	m.begin()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for c, cs := range consumers {
@@ -815,7 +811,7 @@ func rawConsume(o options, queues []string, end func()) (result, error) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	end()
+	m.end()
 	release()
 	select {
 	case err := <-errs:
@@ -829,7 +825,7 @@ func rawConsume(o options, queues []string, end func()) (result, error) {
 }
 
 // gatewaySet: a memcache connection per client, one set at a time.
-func gatewaySet(o options, addr string, queues []string, end func()) (result, error) {
+func gatewaySet(o options, addr string, queues []string, m marks) (result, error) {
 	r, err := measure(o, func(int) (func(int) error, func(), error) {
 		c, err := dialMC(addr)
 		if err != nil {
@@ -846,14 +842,14 @@ func gatewaySet(o options, addr string, queues []string, end func()) (result, er
 			}
 			return nil
 		}, c.close, nil
-	}, end)
+	}, m)
 	return r, err
 }
 
 // gatewayGetDelete: a memcache connection per client, get then delete.
 // Operation i reads queue i mod queues, which holds as many messages as
 // operations will read it.
-func gatewayGetDelete(o options, addr string, queues []string, end func()) (result, error) {
+func gatewayGetDelete(o options, addr string, queues []string, m marks) (result, error) {
 	seen := newTally(o.messages)
 	var misses atomic.Int64
 	r, err := measure(o, func(int) (func(int) error, func(), error) {
@@ -889,7 +885,7 @@ func gatewayGetDelete(o options, addr string, queues []string, end func()) (resu
 			}
 			return nil
 		}, c.close, nil
-	}, end)
+	}, m)
 	r.lost, r.dup = seen.check()
 	r.misses = misses.Load()
 	return r, err
@@ -973,4 +969,38 @@ func redact(raw string) string {
 	}
 	u.Password = "xxxxx"
 	return u.String()
+}
+
+// marks are a workload's hooks: begin runs when its clients are connected
+// and its first operation is about to start, end when its last operation
+// is done, before the clients are closed.
+type marks struct{ begin, end func() }
+
+// cpuReading is the CPU time used so far by the broker, the gateway and
+// this process (the benchmark's clients); -1 where unknown.
+type cpuReading struct{ broker, gateway, clients time.Duration }
+
+// readCPU reads the processes' CPU from /proc: the broker's if it runs on
+// this machine, the gateway's if it is a child process, and this process's
+// if it holds only the clients (not an in-process gateway serving a
+// gateway workload).
+func readCPU(stats *brokerStats, gw *gateway, gatewayWorkload bool) cpuReading {
+	r := cpuReading{-1, -1, -1}
+	read := func(pid int) time.Duration {
+		d, err := procCPU(pid)
+		if err != nil {
+			return -1
+		}
+		return d
+	}
+	if stats != nil && stats.pid != 0 {
+		r.broker = read(stats.pid)
+	}
+	if gw.pid != 0 {
+		r.gateway = read(gw.pid)
+	}
+	if gw.pid != 0 || !gatewayWorkload {
+		r.clients = read(os.Getpid())
+	}
+	return r
 }
