@@ -538,8 +538,9 @@ func parallel(n int, f func(i int)) {
 const setupParallelism = 16
 
 // measure runs worker(client, i) for every message i, spread over the
-// clients, each synchronous, and times every operation. end runs when the
-// last operation is done, before the clients are closed.
+// clients, each synchronous, and times every operation. m.begin runs once
+// every client is set up, m.end when the last operation is done, before
+// the clients are closed.
 func measure(o options, setup func(client int) (func(i int) error, func(), error), m marks) (result, error) {
 	var next atomic.Int64
 	lat := make([][]time.Duration, o.clients)
