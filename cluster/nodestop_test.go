@@ -57,10 +57,11 @@ func (l *ledger) exited(err error) error {
 	return err
 }
 
-func (l *ledger) progress(gw int) (set, got int) {
+// progress is what gateway gw's clients did so far.
+func (l *ledger) progress(gw int) gwProgress {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.perGW[gw].set, l.perGW[gw].got
+	return l.perGW[gw]
 }
 
 func (l *ledger) missing() int {
@@ -183,15 +184,10 @@ func consumer(addr string, gw int, stop *atomic.Bool, l *ledger, q string) error
 // messages than when it was called, and returns how long that took.
 func waitProgress(t *testing.T, l *ledger, gw, n int, within time.Duration, what string) time.Duration {
 	t.Helper()
-	snapshot := func() gwProgress {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		return l.perGW[gw]
-	}
-	p0 := snapshot()
+	p0 := l.progress(gw)
 	start := time.Now()
 	for {
-		p := snapshot()
+		p := l.progress(gw)
 		if p.set >= p0.set+n && p.got >= p0.got+n {
 			return time.Since(start)
 		}

@@ -34,8 +34,13 @@ func SuspendQueue(t testing.TB, name string) (resume func()) {
 // queueProcessCall is the Erlang expression that applies sys:<fn> to the
 // queue's process.
 func queueProcessCall(name, fn string) string {
-	quoted := strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(name)
-	return fmt.Sprintf(`{ok, Q} = rabbit_amqqueue:lookup(rabbit_misc:r(<<"/">>, queue, <<"%s">>)), sys:%s(amqqueue:get_pid(Q)).`, quoted, fn)
+	return fmt.Sprintf(`{ok, Q} = rabbit_amqqueue:lookup(rabbit_misc:r(<<"/">>, queue, <<"%s">>)), sys:%s(amqqueue:get_pid(Q)).`, erlangString(name), fn)
+}
+
+// erlangString escapes s for the inside of an Erlang string or binary
+// literal ("...").
+func erlangString(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s)
 }
 
 // SuspendChannels suspends the broker's processes of every channel open
@@ -60,7 +65,7 @@ Conns = [P || P <- rabbit_networking:connections_local(), Named(P)],
 Chs = [C || C <- rabbit_channel:list_local(), lists:member(proplists:get_value(connection, rabbit_channel:info(C, [connection])), Conns)],
 [sys:suspend(C) || C <- Chs],
 persistent_term:put(%s, Chs),
-length(Chs).`, strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(prefix), key))
+length(Chs).`, erlangString(prefix), key))
 	if err != nil {
 		t.Fatalf("suspend channels of %q: %v", prefix, err)
 	}
